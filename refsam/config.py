@@ -1,0 +1,222 @@
+"""Typed experiment configuration.
+
+One YAML file per experiment (``configs/*.yaml``) validated into :class:`RefSAMConfig`;
+dotted overrides (``--set train.lr=1e-4``) are applied before validation. Unknown keys,
+wrong types and missing files raise :class:`~refsam.errors.ConfigError` naming the file,
+the key and what was expected. A resolved config dumps back to YAML and has a stable hash
+(saved in every checkpoint and logged to MLflow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from refsam.errors import ConfigError
+
+DATASET_NAMES = ("ref-youtube-vos", "ref-davis17", "mevis", "refcoco", "refcoco+", "refcocog")
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSplit(_Strict):
+    """One dataset split, e.g. ``{dataset: ref-youtube-vos, split: train}``."""
+
+    dataset: str
+    split: str
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset {value!r}; expected one of {', '.join(DATASET_NAMES)}")
+        return value
+
+    @property
+    def tag(self) -> str:
+        return f"{self.dataset}/{self.split}"
+
+
+class DataConfig(_Strict):
+    """Where raw data and shards live, and how the loader reads them."""
+
+    raw_root: Path = Path("datasets/raw")
+    shards_root: Path = Path("datasets/shards")
+    heldout_root: Path | None = None
+    shard_size: int = Field(default=64, gt=0, description="videos per shard")
+    ingest_workers: int = Field(default=2, gt=0)
+    loader_workers: int = Field(default=0, ge=0)
+    shuffle_buffer: int = Field(default=64, ge=0)
+    img_size: int | None = Field(default=None, gt=0, description="None: the model's img_size")
+
+
+class ModelConfig(_Strict):
+    """RefSAM model (MODEL.md). Ablations are switches here, never code branches."""
+
+    variant: Literal["tiny", "vit_b", "vit_l", "vit_h"] = "tiny"
+    sam_checkpoint: Path | None = None
+    text_encoder: str | None = Field(default=None, description="HF path; None = packaged MiniLM")
+    dense_path: Literal["none", "sentence", "dense_attention", "hierarchical"] = "hierarchical"
+    tracking: bool = True
+    adapters: bool = True
+    trainable: list[str] = Field(
+        default_factory=lambda: ["adapters", "cross_modal_mlp", "dense", "tracking", "mask_decoder"],
+        description="module groups that receive gradients",
+    )
+    iou_loss: bool = False
+    overrides: dict[str, Any] = Field(default_factory=dict, description="variant size overrides")
+
+
+class StageConfig(_Strict):
+    """One training stage (e.g. RefCOCO pre-training, then Ref-YouTube-VOS fine-tuning)."""
+
+    name: str
+    datasets: list[DataSplit]
+    steps: int = Field(gt=0)
+    batch_size: int = Field(default=4, gt=0)
+    frames_per_clip: int = Field(default=3, gt=0)
+    lr: float | None = Field(default=None, gt=0, description="None: train.lr")
+
+
+class TrainConfig(_Strict):
+    """Optimisation and run-directory settings."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    devices: int = Field(default=1, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    lr: float = Field(default=1e-4, gt=0)
+    lr_mask_decoder: float = Field(default=1e-6, gt=0)
+    lr_sam: float = Field(default=1e-4, gt=0, description="SAM encoder parts, when trained")
+    weight_decay: float = Field(default=1e-4, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    grad_clip: float = Field(default=1.0, ge=0)
+    grad_accum: int = Field(default=1, gt=0)
+    stages: list[StageConfig] = Field(default_factory=list)
+    output_dir: Path = Path("outputs")
+    run_name: str = "refsam"
+    checkpoint_every: int = Field(default=100, gt=0)
+    keep_last: int = Field(default=2, gt=0)
+    eval_every: int = Field(default=0, ge=0, description="0: only at the end")
+    save_full_model: bool = False
+
+
+class EvalConfig(_Strict):
+    """Evaluation sets and the selection metric used to promote `champion`."""
+
+    sets: list[DataSplit] = Field(default_factory=list)
+    selection: str = Field(default="ref-davis17/valid/J&F", description="<dataset>/<split>/<metric>")
+    mask_threshold: float = Field(default=0.5, gt=0, lt=1)
+    overlays: int = Field(default=3, ge=0, description="worst sequences rendered as overlays")
+
+
+class TrackingConfig(_Strict):
+    """MLflow settings; None uses MLFLOW_TRACKING_URI or the project's sqlite store."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+    registered_model: str = "refsam"
+    champion_alias: str = "champion"
+
+
+class RefSAMConfig(_Strict):
+    """The whole resolved experiment configuration."""
+
+    name: str = "refsam"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (paths as strings, keys in declaration order)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def config_hash(self) -> str:
+        """A stable 16-hex-digit hash of the resolved values (independent of key order)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    key, _, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key segment in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply dotted overrides to a raw config dict; unknown sections are errors."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        model: type[BaseModel] | None = RefSAMConfig
+        for depth, part in enumerate(parts[:-1]):
+            fields = model.model_fields if model is not None else {}
+            if model is not None and part not in fields:
+                raise ConfigError(
+                    f"{source}: override {text!r}: unknown key {'.'.join(parts[: depth + 1])!r}"
+                )
+            annotation = fields[part].annotation if model is not None else None
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: override {text!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {key!r}")
+        elif err["type"] == "missing":
+            problems.append(f"missing key {key!r}")
+        else:
+            got = err.get("input")
+            problems.append(f"{key!r}: {err['msg']} (got {got!r})")
+    return f"{source}: invalid config: " + "; ".join(problems)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> RefSAMConfig:
+    """Validate a raw dict into a config, with errors naming ``source`` and the key."""
+    try:
+        return RefSAMConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RefSAMConfig:
+    """Load ``path`` (YAML), apply ``--set`` overrides and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [], str(path))
+    return config_from_dict(data, str(path))

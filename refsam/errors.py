@@ -1,0 +1,24 @@
+"""Exception types shared by the whole package.
+
+`UserError` and its subclasses mean *bad input* (a path, a name, a key or a value the
+user can fix): the CLI turns them into exit code 2 and one line of text. Anything else
+raised while running is a failure (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input that the user can fix; the message says what and where."""
+
+
+class ConfigError(UserError):
+    """A configuration file or override is missing, malformed or invalid."""
+
+
+class DataError(UserError):
+    """A raw dataset file or shard is missing or malformed as a whole (fatal)."""
+
+
+class LockError(UserError):
+    """An output root is locked by another live process."""
