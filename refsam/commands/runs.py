@@ -1,0 +1,118 @@
+"""``refsam runs compare``: recent training runs side by side (one column per run)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from refsam.errors import UserError
+
+FIELDS = [
+    ("run", "run_name"),
+    ("run id", "run_id"),
+    ("experiment", "experiment"),
+    ("started (UTC)", "started"),
+    ("status", "status"),
+    ("variant", "variant"),
+    ("text encoder", "text_encoder"),
+    ("trainable params", "trainable_params"),
+    ("lr", "lr"),
+    ("frames per clip", "frames_per_clip"),
+    ("git commit", "git_commit"),
+]
+MAX_CELL = 34
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--last must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise UserError(f"--last must be a positive integer, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add ``runs`` with its ``compare`` subcommand."""
+    parser = subparsers.add_parser("runs", help="inspect MLflow training runs")
+    actions = parser.add_subparsers(
+        dest="runs_command", metavar="ACTION", parser_class=type(parser)
+    )
+    compare = actions.add_parser(
+        "compare",
+        help="show the last N training runs side by side",
+        description=(
+            "Compare recent training runs of the MLflow store (MLFLOW_TRACKING_URI or "
+            "sqlite:///<project>/mlruns/mlflow.db): variant, text encoder, trainable "
+            "params, lr, frames per clip, data versions and J/F/J&F per eval set."
+        ),
+    )
+    compare.add_argument("--last", type=_positive, default=5, help="number of runs (default 5)")
+    compare.add_argument("--experiment", default=None, help="experiment name (default: all)")
+    compare.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (overrides the default)"
+    )
+    compare.set_defaults(func=run_compare)
+    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        text = (
+            f"{value:.4g}"
+            if abs(value) < 1e-2 or abs(value) >= 1e4
+            else f"{value:.4f}".rstrip("0").rstrip(".")
+        )
+    elif isinstance(value, int):
+        text = f"{value:,}"
+    else:
+        text = str(value)
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def _metric(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of :func:`refsam.tracking.compare_runs` as a text table, one column per run."""
+    lines: list[tuple[str, list[str]]] = [
+        (label, [_cell(r[key]) for r in rows]) for label, key in FIELDS
+    ]
+    data_sets = sorted({name for r in rows for name in r["data"]})
+    lines += [(f"data {name}", [_cell(r["data"].get(name)) for r in rows]) for name in data_sets]
+    eval_sets = sorted({name for r in rows for name in r["eval"]})
+    for name in eval_sets:
+        for metric in ("J", "F", "J&F"):
+            lines.append(
+                (f"{name} {metric}", [_metric(r["eval"].get(name, {}).get(metric)) for r in rows])
+            )
+    label_width = max(len(label) for label, _ in lines)
+    widths = [max(len(cells[i]) for _, cells in lines) for i in range(len(rows))]
+    return "\n".join(
+        (
+            f"{label:<{label_width}}  "
+            + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True))
+        ).rstrip()
+        for label, cells in lines
+    )
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Print the comparison table (or a note when there are no training runs)."""
+    from refsam.config import TrackingConfig
+    from refsam.tracking import compare_runs, tracking_uri
+
+    tracking = TrackingConfig(uri=args.tracking_uri)
+    rows = compare_runs(args.experiment, args.last, tracking=tracking)
+    if not rows:
+        print(
+            f"no training runs in {tracking_uri(tracking)}"
+            + (f" (experiment {args.experiment})" if args.experiment else "")
+        )
+        return 0
+    print(format_table(rows))
+    return 0

@@ -1,0 +1,92 @@
+"""Resolve a model reference to a local checkpoint file (``refsam predict --model ...``).
+
+Accepted: ``models:/<name>@<alias>`` (e.g. ``models:/refsam@champion``),
+``models:/<name>/<version>``, ``models:/<name>/latest``, ``runs:/<run id>/<path>`` and a
+plain file path. With a local artifact store the returned path points into it (no
+copy); remote artifacts are downloaded to a temporary folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+from refsam.config import TrackingConfig
+from refsam.errors import UserError
+from refsam.tracking.registry import TAG_CHECKPOINT
+from refsam.tracking.store import get_client
+
+
+def _download(client: MlflowClient, run_id: str, path: str) -> Path:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"MLflow run {run_id!r} not found in {client.tracking_uri}") from None
+    try:
+        local = get_artifact_repository(run.info.artifact_uri).download_artifacts(path)
+    except (MlflowException, OSError) as exc:
+        raise UserError(f"run {run_id}: artifact {path!r} not found ({exc})") from None
+    local_path = Path(local)
+    if not local_path.exists():
+        raise UserError(f"run {run_id}: artifact {path!r} not found under {run.info.artifact_uri}")
+    return local_path
+
+
+def _model_version(client: MlflowClient, spec: str) -> ModelVersion:
+    name, at, alias = spec.partition("@")
+    if not at:
+        name, _, alias = spec.rpartition("/")
+    if not name or not alias:
+        raise UserError(
+            f"models:/{spec}: expected models:/<name>@<alias> or models:/<name>/<version>"
+        )
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        known = sorted(m.name for m in client.search_registered_models())
+        raise UserError(
+            f"no registered model {name!r} in {client.tracking_uri}; known: {', '.join(known) or 'none'}"
+        ) from None
+    if at:
+        if alias not in model.aliases:
+            have = ", ".join(f"{a}→v{v}" for a, v in sorted(model.aliases.items())) or "none"
+            raise UserError(f"registered model {name!r} has no alias {alias!r} (aliases: {have})")
+        return client.get_model_version(name, str(model.aliases[alias]))
+    if alias == "latest":
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise UserError(f"registered model {name!r} has no versions")
+        return max(versions, key=lambda v: int(v.version))
+    try:
+        return client.get_model_version(name, alias)
+    except MlflowException:
+        raise UserError(f"registered model {name!r} has no version {alias!r}") from None
+
+
+def resolve_model_uri(
+    uri: str, *, tracking: TrackingConfig | None = None, project_root: Path | None = None
+) -> Path:
+    """The local checkpoint file that ``uri`` names (see module doc); :class:`UserError`
+    for an unknown model, alias, version, run or path."""
+    if uri.startswith("models:/") or uri.startswith("runs:/"):
+        client = get_client(tracking or TrackingConfig(), project_root)
+        if uri.startswith("runs:/"):
+            run_id, _, path = uri[len("runs:/") :].partition("/")
+            if not run_id or not path:
+                raise UserError(f"{uri}: expected runs:/<run id>/<artifact path>")
+            return _download(client, run_id, path)
+        version = _model_version(client, uri[len("models:/") :])
+        checkpoint = version.tags.get(TAG_CHECKPOINT)
+        if not checkpoint or not version.run_id:
+            raise UserError(
+                f"{uri}: version {version.version} was not registered by refsam (no checkpoint tag)"
+            )
+        return _download(client, version.run_id, checkpoint)
+    path = Path(uri).expanduser()
+    if not path.is_file():
+        raise UserError(f"{uri}: no such checkpoint file (nor a models:/ or runs:/ URI)")
+    return path.resolve()

@@ -1,0 +1,125 @@
+"""Where MLflow data lives: tracking URI, artifact roots, clients and experiments.
+
+Default store (ARCHITECTURE.md): ``sqlite:///<project>/mlruns/mlflow.db`` with artifacts
+under ``<project>/mlruns/artifacts/<experiment>/``. ``TrackingConfig.uri`` wins over the
+``MLFLOW_TRACKING_URI`` environment variable, which wins over the default. For any sqlite
+store the artifacts go next to the database (``<db dir>/artifacts``); a tracking server
+(``http(s)://``) chooses its own artifact root.
+
+Everything here takes explicit URIs and returns :class:`mlflow.MlflowClient` objects:
+MLflow's fluent "active run" is thread-local and Prefect runs tasks in other threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from refsam.config import RefSAMConfig, TrackingConfig
+from refsam.errors import UserError
+from refsam.paths import project_root as default_project_root
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = Path("mlruns/mlflow.db")
+ARTIFACTS_DIR = "artifacts"
+_SQLITE = "sqlite:///"
+
+
+def tracking_uri(cfg: TrackingConfig | None = None, project_root: Path | None = None) -> str:
+    """The tracking URI: ``cfg.uri`` > ``$MLFLOW_TRACKING_URI`` > the project's sqlite store.
+
+    A relative sqlite path (``sqlite:///mlruns/x.db``) is made absolute against the project
+    root, so the store does not depend on the current directory.
+    """
+    root = Path(project_root) if project_root is not None else default_project_root()
+    uri = (cfg.uri if cfg is not None else None) or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return _SQLITE + str((root / DEFAULT_DB).resolve())
+    if uri.startswith(_SQLITE):
+        path = uri[len(_SQLITE) :]
+        if path and not path.startswith("/") and path != ":memory:":
+            return _SQLITE + str((root / path).resolve())
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if uri.startswith(_SQLITE) and uri[len(_SQLITE) :] not in ("", ":memory:"):
+        return Path(uri[len(_SQLITE) :])
+    return None
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Local artifact root for a sqlite store (``<db dir>/artifacts``); None for servers."""
+    db = sqlite_path(uri)
+    return db.parent / ARTIFACTS_DIR if db is not None else None
+
+
+@functools.lru_cache(maxsize=16)
+def _client(uri: str) -> MlflowClient:
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def get_client(cfg: TrackingConfig | None = None, project_root: Path | None = None) -> MlflowClient:
+    """A client bound to :func:`tracking_uri` for both tracking and the model registry."""
+    return _client(tracking_uri(cfg, project_root))
+
+
+def client_for_uri(uri: str) -> MlflowClient:
+    """A (cached) client bound to ``uri`` for tracking and registry."""
+    return _client(uri)
+
+
+def experiment_name(cfg: RefSAMConfig) -> str:
+    """One experiment per config family: ``tracking.experiment`` or the config's name."""
+    return cfg.tracking.experiment or cfg.name
+
+
+def _safe_dir_name(name: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", name).strip("._") or "experiment"
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created (with an explicit artifact location) if needed.
+
+    A deleted experiment of that name is restored. Safe against a concurrent creator.
+    """
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        if existing.lifecycle_stage == "deleted":
+            log.info("restoring deleted MLflow experiment %r", name)
+            client.restore_experiment(existing.experiment_id)
+        return existing.experiment_id
+    root = artifact_root(client.tracking_uri)
+    location = (root / _safe_dir_name(name)).as_uri() if root is not None else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:
+        again = client.get_experiment_by_name(name)
+        if again is None:
+            raise UserError(
+                f"cannot create MLflow experiment {name!r} in {client.tracking_uri}: {exc}"
+            ) from None
+        return again.experiment_id
+
+
+def get_experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of an existing experiment, or a :class:`UserError` listing the known ones."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        known = sorted(e.name for e in client.search_experiments())
+        raise UserError(
+            f"no MLflow experiment {name!r} in {client.tracking_uri}; "
+            f"known: {', '.join(known) or 'none'}"
+        )
+    return experiment.experiment_id
