@@ -41,7 +41,7 @@ def resize_mask(mask: np.ndarray, img_size: int) -> np.ndarray:
     if (h, w) == mask.shape[:2]:
         return mask
     dtype = mask.dtype
-    image = Image.fromarray(mask.astype(np.uint8) if dtype == bool else mask)
+    image = Image.fromarray(mask.astype(np.uint8) if dtype.kind == "b" else mask)
     return np.asarray(image.resize((w, h), Image.NEAREST)).astype(dtype)
 
 
@@ -76,6 +76,14 @@ def upscale_logits(logits: torch.Tensor, img_size: int) -> torch.Tensor:
     return F.interpolate(logits, (img_size, img_size), mode="bilinear", align_corners=False)
 
 
+def restore_size(
+    logits: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+) -> torch.Tensor:
+    """Logits B×C×S×S at the padded input size → B×C×H×W: crop the padding, resize (as SAM)."""
+    x = logits[..., : input_size[0], : input_size[1]]
+    return F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+
+
 def postprocess_masks(
     logits: torch.Tensor,
     input_size: tuple[int, int],
@@ -83,6 +91,4 @@ def postprocess_masks(
     img_size: int,
 ) -> torch.Tensor:
     """Low-res mask logits B×C×h'×w' → B×C×H×W logits at the original frame size (as SAM)."""
-    x = upscale_logits(logits, img_size)
-    x = x[..., : input_size[0], : input_size[1]]
-    return F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+    return restore_size(upscale_logits(logits, img_size), input_size, original_size)

@@ -46,7 +46,9 @@ def source_class(dataset: str) -> type[Source]:
     try:
         return _REGISTRY[dataset]
     except KeyError:
-        raise UserError(f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(_REGISTRY))}") from None
+        raise UserError(
+            f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(_REGISTRY))}"
+        ) from None
 
 
 def open_source(dataset: str, split: str, raw: Path) -> Source:
@@ -71,4 +73,12 @@ def raw_dir_name(dataset: str) -> str:
     return source_class(dataset).raw_dir
 
 
-__all__ = ["Source", "catalog_card", "dataset_names", "open_source", "raw_dir_name", "register", "source_class"]
+__all__ = [
+    "Source",
+    "catalog_card",
+    "dataset_names",
+    "open_source",
+    "raw_dir_name",
+    "register",
+    "source_class",
+]
