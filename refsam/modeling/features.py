@@ -1,0 +1,47 @@
+"""Typed containers passed between RefSAM's stages (encode_image → decode → next state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from refsam.modeling.text_encoder import TextFeatures
+
+__all__ = ["ImageFeatures", "TextFeatures", "TrackState"]
+
+
+@dataclass
+class ImageFeatures:
+    """Text-independent image features of a batch of frames.
+
+    ``embedding`` B×C×h×w (SAM's neck output); ``intermediates`` the encoder levels used by
+    the hierarchical dense attention, each B×h×w×D (empty for the other dense paths).
+    """
+
+    embedding: torch.Tensor
+    intermediates: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return self.embedding.shape[0]
+
+    def index(self, rows: torch.Tensor | slice | int) -> ImageFeatures:
+        """The features of some frames (rows of the batch)."""
+        if isinstance(rows, int):
+            rows = slice(rows, rows + 1)
+        return ImageFeatures(self.embedding[rows], [x[rows] for x in self.intermediates])
+
+
+@dataclass
+class TrackState:
+    """What one frame hands to the next: the track token B×C (None when tracking is off).
+
+    This is all the state of an online video, so memory does not grow with its length.
+    """
+
+    track_token: torch.Tensor | None = None
+
+    def detach(self) -> TrackState:
+        token = None if self.track_token is None else self.track_token.detach()
+        return TrackState(token)

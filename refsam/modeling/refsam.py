@@ -1,0 +1,349 @@
+"""RefSAM: SAM + text prompts + hierarchical dense attention + implicit tracking (MODEL.md).
+
+Per frame: the image encoder runs once (text-independent); the text is encoded once per
+clip or video; :meth:`RefSAM.decode` turns (image, text, track state) into mask logits at
+the padded input size, IoU scores and the next track state. SAM's three parts keep SAM's
+names (``image_encoder``, ``prompt_encoder``, ``mask_decoder``) so official checkpoints
+load strictly; the new modules are ``text_encoder`` (frozen), ``cross_modal_mlp``,
+``dense`` (per ``dense_path``), ``tracking`` and the adapters inside the encoder blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Literal
+
+import torch
+from torch import nn
+
+from refsam.errors import ConfigError
+from refsam.modeling.adapters import BlockAdapters, attach_adapters
+from refsam.modeling.cross_modal_mlp import CrossModalMLP
+from refsam.modeling.features import ImageFeatures, TextFeatures, TrackState
+from refsam.modeling.hierarchical_dense_attention import DenseAttention, HierarchicalDenseAttention
+from refsam.modeling.mask_decoder import TokenMaskDecoder
+from refsam.modeling.preprocess import normalize_and_pad, upscale_logits
+from refsam.modeling.sam import build_image_encoder, build_prompt_encoder, decoder_kwargs
+from refsam.modeling.text_encoder import TextEncoder
+from refsam.modeling.tracking import ImplicitTrackingModule
+from refsam.modeling.variants import VariantSpec
+
+log = logging.getLogger(__name__)
+
+DensePath = Literal["none", "sentence", "dense_attention", "hierarchical"]
+GROUPS = (
+    "adapters",
+    "cross_modal_mlp",
+    "dense",
+    "tracking",
+    "mask_decoder",
+    "image_encoder",
+    "prompt_encoder",
+)
+DEFAULT_TRAINABLE = ("adapters", "cross_modal_mlp", "dense", "tracking", "mask_decoder")
+
+
+class RefSAM(nn.Module):
+    """Referring video object segmentation on top of SAM (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        spec: VariantSpec,
+        text_encoder: TextEncoder | None,
+        text_width: int | None = None,
+        dense_path: DensePath = "hierarchical",
+        tracking: bool = True,
+        adapters: bool = True,
+        iou_loss: bool = False,
+        trainable: tuple[str, ...] | list[str] = DEFAULT_TRAINABLE,
+    ) -> None:
+        """``text_encoder=None`` (with ``text_width``) builds a model that cannot encode text:
+        only for counting parameters."""
+        super().__init__()
+        if dense_path not in ("none", "sentence", "dense_attention", "hierarchical"):
+            raise ConfigError(f"model.dense_path: unknown value {dense_path!r}")
+        self.spec = spec
+        self.img_size = spec.img_size
+        self.dense_path = dense_path
+        self.iou_loss = iou_loss
+        self.sam_checkpoint: str | None = None
+        dim = spec.prompt_dim
+
+        self.image_encoder = build_image_encoder(spec)
+        self.prompt_encoder = build_prompt_encoder(spec)
+        self.mask_decoder = TokenMaskDecoder(**decoder_kwargs(spec))
+        if adapters:
+            attach_adapters(
+                self.image_encoder,
+                spec.adapter_blocks,
+                ratio=spec.adapter_ratio,
+                mlp_scale=spec.adapter_mlp_scale,
+            )
+
+        self.text_encoder = text_encoder
+        width = text_encoder.width if text_encoder is not None else text_width
+        if width is None:
+            raise ValueError("text_width is required when no text encoder is given")
+        self.text_width = width
+        self.cross_modal_mlp = CrossModalMLP(text_dim=width, prompt_dim=dim)
+
+        self.levels = spec.intermediate_blocks if dense_path == "hierarchical" else ()
+        self.dense: nn.Module | None = None
+        if dense_path == "dense_attention":
+            self.dense = DenseAttention(dim=dim)
+        elif dense_path == "hierarchical":
+            self.dense = HierarchicalDenseAttention(
+                encoder_dim=spec.embed_dim, dim=dim, num_intermediate=len(self.levels)
+            )
+        self.tracking = (
+            ImplicitTrackingModule(dim=dim, num_heads=spec.tracking_heads) if tracking else None
+        )
+        self._warned_single = False
+        self.set_trainable(trainable)
+
+    # ---------------------------------------------------------------- parameters
+    @property
+    def _adapter_params(self) -> list[nn.Parameter]:
+        """Parameters of the adapters attached inside the encoder blocks."""
+        modules = [m for m in self.image_encoder.modules() if isinstance(m, BlockAdapters)]
+        return [p for m in modules for p in m.parameters()]
+
+    def _groups(self) -> dict[str, list[nn.Parameter]]:
+        """Every group's parameters (trainable or not); only parameters that get gradients."""
+        adapter_ids = {id(p) for p in self._adapter_params}
+        unused = {id(p) for p in self.mask_decoder.unused_parameters(iou_loss=self.iou_loss)}
+        groups: dict[str, list[nn.Parameter]] = {
+            "adapters": list(self._adapter_params),
+            "image_encoder": [
+                p for p in self.image_encoder.parameters() if id(p) not in adapter_ids
+            ],
+            "prompt_encoder": [self.prompt_encoder.no_mask_embed.weight],
+            "mask_decoder": [p for p in self.mask_decoder.parameters() if id(p) not in unused],
+            "cross_modal_mlp": list(self.cross_modal_mlp.parameters()),
+            "dense": list(self.dense.parameters()) if self.dense is not None else [],
+            "tracking": list(self.tracking.parameters()) if self.tracking is not None else [],
+        }
+        return groups
+
+    def set_trainable(self, groups: tuple[str, ...] | list[str]) -> None:
+        """Freeze everything, then unfreeze the named groups (those absent in this build —
+        e.g. ``dense`` with dense_path none — are skipped). Unknown names: ConfigError."""
+        unknown = sorted(set(groups) - set(GROUPS))
+        if unknown:
+            raise ConfigError(
+                f"model.trainable: unknown group(s) {', '.join(unknown)}; expected among {', '.join(GROUPS)}"
+            )
+        self.requires_grad_(False)
+        for name, params in self._groups().items():
+            if name in groups:
+                for p in params:
+                    p.requires_grad_(True)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by group name (empty groups left out)."""
+        groups = {n: [p for p in ps if p.requires_grad] for n, ps in self._groups().items()}
+        return {n: ps for n, ps in groups.items() if ps}
+
+    def module_parameter_counts(self) -> dict[str, tuple[int, int]]:
+        """{module: (total, trainable)} parameter counts; adapters apart from the encoder."""
+        adapter_ids = {id(p) for p in self._adapter_params}
+        modules = {
+            "image_encoder": [
+                p for p in self.image_encoder.parameters() if id(p) not in adapter_ids
+            ],
+            "adapters": self._adapter_params,
+            "prompt_encoder": list(self.prompt_encoder.parameters()),
+            "mask_decoder": list(self.mask_decoder.parameters()),
+            "text_encoder": list(self.text_encoder.parameters()) if self.text_encoder else [],
+            "cross_modal_mlp": list(self.cross_modal_mlp.parameters()),
+            "dense": list(self.dense.parameters()) if self.dense is not None else [],
+            "tracking": list(self.tracking.parameters()) if self.tracking is not None else [],
+        }
+        return {
+            name: (sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad))
+            for name, ps in modules.items()
+        }
+
+    def new_keys(self) -> set[str]:
+        """State-dict keys of RefSAM's own modules (everything not in a SAM checkpoint)."""
+        adapter_ids = {id(p) for p in self._adapter_params}
+        adapter_keys = {n for n, p in self.named_parameters() if id(p) in adapter_ids}
+        sam = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+        return {k for k in self.state_dict() if not k.startswith(sam)} | adapter_keys
+
+    def _restorable_keys(self) -> set[str]:
+        """Keys rebuilt from the named sources: the text encoder, and frozen SAM tensors
+        when a SAM checkpoint was loaded."""
+        keys = {k for k in self.state_dict() if k.startswith("text_encoder.")}
+        if self.sam_checkpoint is not None:
+            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+            new = self.new_keys()
+            keys |= {k for k in self.state_dict() if k not in new and k not in trainable}
+        return keys
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors a checkpoint must hold: trained parameters, RefSAM's new modules, and
+        SAM's tensors unless they come from a SAM checkpoint (no text encoder)."""
+        skip = self._restorable_keys()
+        return {k: v for k, v in self.state_dict().items() if k not in skip}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`trainable_state_dict`; missing/unexpected keys are a ConfigError."""
+        expected = set(self.trainable_state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ConfigError(
+                "checkpoint does not match this model build: "
+                f"missing {missing[:8]}{' …' if len(missing) > 8 else ''}, "
+                f"unexpected {unexpected[:8]}{' …' if len(unexpected) > 8 else ''}"
+            )
+        self.load_state_dict(state, strict=False)
+
+    def train(self, mode: bool = True) -> RefSAM:
+        super().train(mode)
+        if self.text_encoder is not None:
+            self.text_encoder.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.prompt_encoder.no_mask_embed.weight.device
+
+    # ---------------------------------------------------------------- forward parts
+    def encode_text(self, texts: list[str]) -> TextFeatures:
+        """Strings → text features in prompt space: words B×L×C (0 at padding), sentence B×C."""
+        if self.text_encoder is None:
+            raise ConfigError(
+                "this model was built without a text encoder (parameter counting only)"
+            )
+        raw = self.text_encoder(texts)
+        words = self.cross_modal_mlp(raw.words) * raw.mask.unsqueeze(-1)
+        return TextFeatures(words=words, sentence=self.cross_modal_mlp(raw.sentence), mask=raw.mask)
+
+    def encode_image(
+        self, frames: torch.Tensor, input_sizes: torch.Tensor | None = None
+    ) -> ImageFeatures:
+        """B×3×h×w frames (uint8/float 0–255, h, w ≤ img_size) → :class:`ImageFeatures`.
+
+        Normalises and pads (``preprocess.normalize_and_pad``; pass ``input_sizes`` B×2
+        for frames already zero-padded to S×S) and runs SAM's encoder block by block to
+        keep the intermediate levels the hierarchical dense attention needs.
+        """
+        x = normalize_and_pad(frames.to(self.device), self.img_size, input_sizes)
+        encoder = self.image_encoder
+        x = encoder.patch_embed(x)
+        if encoder.pos_embed is not None:
+            x = x + encoder.pos_embed
+        intermediates = []
+        for index, block in enumerate(encoder.blocks):
+            x = block(x)
+            if index in self.levels:
+                intermediates.append(x)
+        return ImageFeatures(encoder.neck(x.permute(0, 3, 1, 2)), intermediates)
+
+    def init_track_state(self, batch_size: int) -> TrackState:
+        """Frame-0 state: the learned initial track token B×C (None without tracking)."""
+        if self.tracking is None:
+            return TrackState(None)
+        return TrackState(self.tracking.initial(batch_size))
+
+    def dense_prompt(self, image: ImageFeatures, text: TextFeatures) -> torch.Tensor:
+        """Dense prompt embedding B×C×h×w: SAM's no-mask embedding plus the dense path."""
+        batch = text.words.shape[0]
+        channels, height, width = image.embedding.shape[1:]
+        base = self.prompt_encoder.no_mask_embed.weight.view(1, channels, 1, 1)
+        if self.dense_path == "none":
+            extra = torch.zeros(batch, channels, 1, 1, device=base.device, dtype=base.dtype)
+        elif self.dense_path == "sentence":
+            extra = text.sentence.view(batch, channels, 1, 1)
+        else:
+            tokens = torch.cat([text.words, text.sentence.unsqueeze(1)], dim=1)
+            real = torch.ones_like(text.mask[:, :1])
+            mask = torch.cat([text.mask, real], dim=1)
+            if self.dense_path == "dense_attention":
+                extra = self.dense(image.embedding, tokens, mask)
+            else:
+                extra = self.dense(image.embedding, image.intermediates, tokens, mask)
+        return (base + extra).expand(batch, channels, height, width)
+
+    def decode(
+        self, image: ImageFeatures, text: TextFeatures, state: TrackState
+    ) -> tuple[torch.Tensor, torch.Tensor, TrackState]:
+        """One frame for B expressions → (logits B×1×S×S, iou_scores B×1, next state).
+
+        ``image`` has batch B (one frame per sample) or 1 (one frame, B expressions).
+        SAM's decoder has no attention mask, so it runs on each sample's real tokens only:
+        per sample, or — with one shared frame — per group of equal token count.
+        """
+        batch = text.words.shape[0]
+        if image.batch_size not in (1, batch):
+            raise ValueError(f"image batch {image.batch_size} does not match text batch {batch}")
+        dense = self.dense_prompt(image, text)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        lengths = text.lengths
+        if image.batch_size == 1:
+            by_length: dict[int, list[int]] = defaultdict(list)
+            for row, length in enumerate(lengths):
+                by_length[length].append(row)
+            groups = [(0, rows) for rows in by_length.values()]
+        else:
+            groups = [(row, [row]) for row in range(batch)]
+        order, masks, ious, tokens = [], [], [], []
+        for image_row, rows in groups:
+            index = torch.tensor(rows, device=dense.device)
+            sparse = text.words[index, : lengths[rows[0]]]
+            if state.track_token is not None:
+                sparse = torch.cat([sparse, state.track_token[index].unsqueeze(1)], dim=1)
+            m, iou, out = self.mask_decoder.decode(
+                image.embedding[image_row : image_row + 1], image_pe, sparse, dense[index]
+            )
+            order += rows
+            masks.append(m)
+            ious.append(iou)
+            tokens.append(out[:, 1])
+        inverse = torch.argsort(torch.tensor(order, device=dense.device))
+        logits = upscale_logits(torch.cat(masks)[inverse], self.img_size)
+        iou_scores = torch.cat(ious)[inverse]
+        next_state = state
+        if self.tracking is not None:
+            object_token = torch.cat(tokens)[inverse]
+            next_state = TrackState(self.tracking(state.track_token, object_token))
+        return logits, iou_scores, next_state
+
+    def forward_clip(
+        self, frames: torch.Tensor, texts: list[str], input_sizes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Clips B×T×3×S×S (+ ``input_sizes`` B×2 when zero-padded) and B texts → logits
+        B×T×S×S. Frames are decoded in order; the track state is carried, not detached."""
+        batch, steps = frames.shape[:2]
+        if steps == 1 and self.tracking is not None and self.training and not self._warned_single:
+            log.warning(
+                "training one-frame clips with tracking on: the tracking module gets no gradient "
+                "(DDP without find_unused_parameters needs frames_per_clip >= 2)"
+            )
+            self._warned_single = True
+        text = self.encode_text(texts)
+        sizes = None if input_sizes is None else input_sizes.repeat_interleave(steps, dim=0)
+        image = self.encode_image(frames.flatten(0, 1), sizes)
+        state = self.init_track_state(batch)
+        outputs = []
+        for step in range(steps):
+            rows = torch.arange(batch, device=image.embedding.device) * steps + step
+            logits, _, state = self.decode(image.index(rows), text, state)
+            outputs.append(logits[:, 0])
+        return torch.stack(outputs, dim=1)
+
+    def forward(
+        self, frames: torch.Tensor, texts: list[str], input_sizes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Same as :meth:`forward_clip` (so DDP wraps the whole clip step)."""
+        return self.forward_clip(frames, texts, input_sizes)
+
+
+def text_encoder_id(model: RefSAM) -> str:
+    """The text-encoder id a checkpoint records (``build_refsam(text_encoder=…)`` accepts it)."""
+    if model.text_encoder is None:
+        raise ConfigError("this model was built without a text encoder")
+    return model.text_encoder.identifier

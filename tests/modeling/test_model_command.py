@@ -1,0 +1,54 @@
+"""``refsam model info``: parameter table per module; bad input exits 2."""
+
+from __future__ import annotations
+
+import re
+
+from refsam.cli import main
+
+
+def _rows(text: str) -> dict[str, tuple[int, int]]:
+    rows = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"(\w+)\s+([\d,]+)\s+([\d,]+)", line.strip())
+        if match:
+            rows[match[1]] = (int(match[2].replace(",", "")), int(match[3].replace(",", "")))
+    return rows
+
+
+def test_info_vit_b_with_1024_text_width(capsys):
+    assert main(["model", "info", "vit_b", "--text-width", "1024"]) == 0
+    out = capsys.readouterr().out
+    rows = _rows(out)
+    assert set(rows) >= {
+        "image_encoder",
+        "adapters",
+        "mask_decoder",
+        "cross_modal_mlp",
+        "dense",
+        "tracking",
+        "total",
+    }
+    assert rows["image_encoder"] == (89_670_912, 0)  # SAM ViT-B encoder, frozen
+    assert rows["cross_modal_mlp"][1] == 1024 * 512 + 512 + 512 * 512 + 512 + 512 * 256 + 256
+    assert rows["total"][1] == sum(t for name, (_, t) in rows.items() if name != "total")
+    assert 8.91e6 <= rows["total"][1] <= 10.89e6  # within 10% of the paper's 9.9M
+
+
+def test_info_tiny_with_config(tmp_path, capsys):
+    config = tmp_path / "demo.yaml"
+    config.write_text(
+        "model:\n  variant: tiny\n  trainable: [image_encoder, prompt_encoder, cross_modal_mlp, "
+        "dense, tracking, mask_decoder, adapters]\n"
+    )
+    assert main(["model", "info", "tiny", "--config", str(config)]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows["image_encoder"][0] == rows["image_encoder"][1] > 0
+    assert rows["prompt_encoder"][1] == 64  # only the no-mask embedding is used
+    assert rows["text_encoder"][0] > 0 and rows["text_encoder"][1] == 0
+
+
+def test_bad_variant_and_width_exit_2(capsys):
+    assert main(["model", "info", "vit_x"]) == 2
+    assert "unknown variant" in capsys.readouterr().err
+    assert main(["model", "info", "tiny", "--text-width", "-3"]) == 2

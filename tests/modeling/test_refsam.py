@@ -1,0 +1,181 @@
+"""RefSAM end to end (tiny): shapes, padding invariance, gradients in every ablation."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from refsam.errors import ConfigError
+from refsam.modeling import GROUPS
+
+TEXTS = ["the red circle on the left", "a cat", "the small green triangle moving to the right"]
+COMBINATIONS = list(
+    itertools.product(
+        ["none", "sentence", "dense_attention", "hierarchical"], [True, False], [True, False]
+    )
+)
+
+
+def test_shapes(build_tiny, random_frames):
+    model = build_tiny().eval()
+    image = model.encode_image(random_frames(2, 3, 128, 128))
+    assert image.embedding.shape == (2, 64, 16, 16)
+    assert [x.shape for x in image.intermediates] == [(2, 16, 16, 96)] * 2
+    text = model.encode_text(TEXTS[:2])
+    assert text.words.shape[::2] == (2, 64) and text.sentence.shape == (2, 64)
+    state = model.init_track_state(2)
+    assert state.track_token.shape == (2, 64)
+    logits, iou, state = model.decode(image, text, state)
+    assert logits.shape == (2, 1, 128, 128) and iou.shape == (2, 1)
+    assert state.track_token.shape == (2, 64)
+    clip = model.forward_clip(random_frames(2, 3, 3, 128, 128), TEXTS[:2])
+    assert clip.shape == (2, 3, 128, 128)
+
+
+@pytest.mark.parametrize("dense_path", ["sentence", "dense_attention", "hierarchical"])
+def test_padded_batch_gives_the_same_masks_as_each_sample_alone(
+    build_tiny, random_frames, dense_path
+):
+    model = build_tiny(dense_path=dense_path).eval()
+    frames = random_frames(3, 2, 3, 128, 128)
+    with torch.no_grad():
+        together = model.forward_clip(frames, TEXTS)
+        for row, text in enumerate(TEXTS):
+            alone = model.forward_clip(frames[row : row + 1], [text])
+            assert torch.allclose(together[row], alone[0], atol=1e-4), text
+
+
+def test_one_frame_many_expressions_equals_per_sample_decoding(build_tiny, random_frames):
+    model = build_tiny().eval()
+    texts = ["a cat", "a dog", TEXTS[0]]  # two of equal length: decoded as one group
+    with torch.no_grad():
+        text = model.encode_text(texts)
+        assert text.lengths[0] == text.lengths[1] != text.lengths[2]
+        shared = model.encode_image(random_frames(1, 3, 128, 128))
+        repeated = shared.index(torch.zeros(3, dtype=torch.long))
+        state = model.init_track_state(3)
+        a_logits, a_iou, a_state = model.decode(shared, text, state)
+        b_logits, b_iou, b_state = model.decode(repeated, text, state)
+    assert torch.allclose(a_logits, b_logits, atol=1e-5)
+    assert torch.allclose(a_iou, b_iou, atol=1e-5)
+    assert torch.allclose(a_state.track_token, b_state.track_token, atol=1e-5)
+    with pytest.raises(ValueError, match="does not match"):
+        model.decode(shared.index(torch.zeros(2, dtype=torch.long)), text, state)
+
+
+def _train_two_steps(model, frames, targets, texts, *, with_iou: bool = False):
+    params = [p for group in model.param_groups().values() for p in group]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    for _ in range(2):
+        optimizer.zero_grad(set_to_none=True)
+        logits = model.forward_clip(frames, texts)
+        loss = F.binary_cross_entropy_with_logits(logits, targets)
+        if with_iou:
+            text = model.encode_text(texts)
+            image = model.encode_image(frames[:, 0])
+            _, iou, _ = model.decode(image, text, model.init_track_state(len(texts)))
+            loss = loss + iou.pow(2).mean()
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters()}
+        optimizer.step()
+    return grads
+
+
+@pytest.mark.parametrize(("dense_path", "tracking", "adapters"), COMBINATIONS)
+def test_every_trainable_parameter_gets_a_gradient(
+    build_tiny, random_frames, dense_path, tracking, adapters
+):
+    model = build_tiny(
+        dense_path=dense_path,
+        tracking=tracking,
+        adapters=adapters,
+        trainable=list(GROUPS),
+        img_size=64,
+    )
+    model.train()
+    frames = random_frames(2, 2, 3, 64, 64)
+    targets = (random_frames(2, 2, 1, 64, 64, seed=1)[:, :, 0] > 127).float()
+    grads = _train_two_steps(model, frames, targets, TEXTS[:2])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable
+    no_grad = sorted(n for n in trainable if grads[n] is None or not torch.any(grads[n] != 0))
+    assert not no_grad, f"trainable parameters without gradient: {no_grad}"
+    frozen_with_grad = sorted(n for n, g in grads.items() if n not in trainable and g is not None)
+    assert not frozen_with_grad
+    assert sum(len(g) for g in model.param_groups().values()) == len(trainable)
+
+
+def test_default_recipe_freezes_sam_encoder_and_iou_head(build_tiny, random_frames):
+    model = build_tiny(img_size=64).train()
+    groups = model.param_groups()
+    assert set(groups) == {"adapters", "cross_modal_mlp", "dense", "tracking", "mask_decoder"}
+    frames = random_frames(2, 2, 3, 64, 64)
+    grads = _train_two_steps(model, frames, torch.zeros(2, 2, 64, 64), TEXTS[:2])
+    for name, grad in grads.items():
+        frozen = name.startswith(
+            ("text_encoder.", "prompt_encoder.", "mask_decoder.iou_prediction_head")
+        )
+        frozen |= name.startswith("image_encoder.") and ".adapters." not in name
+        frozen |= name.startswith(
+            "mask_decoder.output_hypernetworks_mlps."
+        ) and not name.startswith("mask_decoder.output_hypernetworks_mlps.0.")
+        assert (grad is None) == frozen, name
+        assert (grad is None) or torch.any(grad != 0), name
+
+
+def test_iou_loss_trains_the_iou_head(build_tiny, random_frames):
+    model = build_tiny(iou_loss=True, img_size=64).train()
+    head = {id(p) for p in model.mask_decoder.iou_prediction_head.parameters()}
+    assert head <= {id(p) for p in model.param_groups()["mask_decoder"]}
+    grads = _train_two_steps(
+        model, random_frames(2, 2, 3, 64, 64), torch.zeros(2, 2, 64, 64), TEXTS[:2], with_iou=True
+    )
+    assert all(torch.any(g != 0) for n, g in grads.items() if "iou_prediction_head" in n)
+
+
+def test_trainable_state_dict_round_trip(build_tiny, random_frames):
+    model = build_tiny(seed=0).eval()
+    state = model.trainable_state_dict()
+    assert not any(k.startswith("text_encoder.") for k in state)
+    other = build_tiny(seed=1).eval()
+    frames = random_frames(1, 2, 3, 128, 128)
+    with torch.no_grad():
+        assert not torch.allclose(
+            other.forward_clip(frames, TEXTS[:1]), model.forward_clip(frames, TEXTS[:1])
+        )
+        other.load_trainable_state_dict(state)
+        assert torch.equal(
+            other.forward_clip(frames, TEXTS[:1]), model.forward_clip(frames, TEXTS[:1])
+        )
+    without_tracking = build_tiny(tracking=False)
+    with pytest.raises(ConfigError, match=r"unexpected \[.tracking\.attention"):
+        without_tracking.load_trainable_state_dict(state)
+
+
+def test_trainable_state_dict_skips_frozen_checkpoint_weights(build_tiny, tmp_path):
+    from refsam.modeling import get_variant
+    from refsam.modeling.sam import build_sam
+
+    path = tmp_path / "sam.pth"
+    torch.save(build_sam(get_variant("tiny")).state_dict(), path)
+    model = build_tiny(sam_checkpoint=path)
+    keys = set(model.trainable_state_dict())
+    assert not any(k.startswith(("image_encoder.patch_embed", "prompt_encoder.")) for k in keys)
+    assert "mask_decoder.iou_token.weight" in keys
+    assert "image_encoder.blocks.5.adapters.attn.up.weight" in keys
+
+
+def test_padded_uint8_frames_with_input_sizes_match_unpadded(build_tiny, random_frames):
+    model = build_tiny().eval()
+    frame = random_frames(1, 3, 96, 128)
+    padded = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
+    padded[..., :96, :] = frame
+    with torch.no_grad():
+        direct = model.encode_image(frame).embedding
+        from_loader = model.encode_image(padded, torch.tensor([[96, 128]])).embedding
+        naive = model.encode_image(padded).embedding
+    assert torch.equal(direct, from_loader)
+    assert not torch.allclose(direct, naive)
