@@ -12,12 +12,13 @@ from refsam.errors import UserError
 
 
 def _positive(text: str) -> int:
+    """argparse type: a positive integer (argparse names the option in the error)."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value <= 0:
-        raise UserError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from refsam.data.index import atomic_write_bytes
 from refsam.errors import UserError
 from refsam.eval.layouts import PROTOCOLS, score_dirs
 from refsam.eval.protocols import ProtocolResult
@@ -83,12 +84,11 @@ def _json_value(value: Any) -> Any:
 def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
     if not rows:
         return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
 
 
 def write_tables(out: Path, result: ProtocolResult) -> None:
@@ -101,7 +101,7 @@ def write_tables(out: Path, result: ProtocolResult) -> None:
     for name, rows in result.tables.items():
         _write_csv(out / f"{result.protocol}_{name}.csv", rows)
     summary = {k: _json_value(v) for k, v in result.summary.items()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
 
 
 def run(args: argparse.Namespace) -> int:

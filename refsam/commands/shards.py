@@ -26,7 +26,11 @@ def register(subparsers: Any) -> None:
     )
     show.add_argument("dir", type=Path, help="a <dataset>/<split> shard directory or a shards root")
     show.set_defaults(func=run_show)
-    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+    parser.set_defaults(func=_no_action)
+
+
+def _no_action(_args: argparse.Namespace) -> int:
+    raise UserError("refsam shards: give an action, verify or show (see --help)")
 
 
 def split_dirs(root: Path) -> list[Path]:

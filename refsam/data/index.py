@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from refsam.data.tario import member_problem
 from refsam.errors import DataError
 
 INDEX = "index.parquet"
@@ -47,14 +48,45 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, fsync, then rename over ``path``."""
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary name next to ``path`` and fsync it; on any failure the
+    temporary is removed and the OSError names ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, f"{exc.strerror} (writing)", str(path)) from exc
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same directory, fsync, then rename over ``path``.
+
+    On failure (disk full, no permission, I/O error) ``path`` keeps its previous content and
+    no temporary file is left behind."""
+    atomic_write_many([(path, data)])
+
+
+def atomic_write_many(files: list[tuple[Path, bytes]]) -> None:
+    """Write several files all-or-nothing against write errors: every temporary is written
+    and fsynced first, then they are renamed in the given order (put the file that commits
+    the others, e.g. the manifest, last). If any write fails, none of the targets changes."""
+    temps: list[Path] = []
+    try:
+        for path, data in files:
+            temps.append(_write_temporary(path, data))
+        for tmp, (path, _data) in zip(temps, files, strict=True):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def dumps(obj: Any) -> bytes:
@@ -64,11 +96,16 @@ def dumps(obj: Any) -> bytes:
     )
 
 
-def write_index(rows: list[dict[str, Any]], path: Path) -> None:
+def index_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """The bytes of ``index.parquet`` for these rows (deterministic)."""
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
+
+
+def write_index(rows: list[dict[str, Any]], path: Path) -> None:
+    atomic_write_bytes(path, index_bytes(rows))
 
 
 def read_index(shard_dir: Path) -> pa.Table:
@@ -79,10 +116,12 @@ def read_index(shard_dir: Path) -> pa.Table:
     return pq.read_table(path)
 
 
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+
+
 def write_manifest(manifest: dict[str, Any], path: Path) -> None:
-    atomic_write_bytes(
-        path, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
-    )
+    atomic_write_bytes(path, manifest_bytes(manifest))
 
 
 def read_manifest(shard_dir: Path) -> dict[str, Any]:
@@ -100,8 +139,12 @@ def read_manifest(shard_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def quarantine_bytes(items: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(dumps(item) + b"\n" for item in items)
+
+
 def write_quarantine(items: Iterable[dict[str, Any]], path: Path) -> None:
-    atomic_write_bytes(path, b"".join(dumps(item) + b"\n" for item in items))
+    atomic_write_bytes(path, quarantine_bytes(items))
 
 
 def read_quarantine(shard_dir: Path) -> list[dict[str, Any]]:
@@ -132,10 +175,13 @@ def verify(shard_dir: Path) -> list[str]:
             continue
         try:
             with tarfile.open(path) as tar:
-                keys = {m.name.split(".", 1)[0] for m in tar.getmembers()}
+                members = tar.getmembers()
         except tarfile.TarError as exc:
             problems.append(f"{entry['name']}: unreadable tar ({exc})")
             continue
+        unsafe = [p for p in map(member_problem, members) if p]
+        problems.extend(f"{entry['name']}: {p}" for p in unsafe)
+        keys = {m.name.split(".", 1)[0] for m in members}
         if len(keys) != entry["samples"]:
             problems.append(
                 f"{entry['name']}: {len(keys)} samples, manifest says {entry['samples']}"

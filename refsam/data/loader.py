@@ -3,7 +3,7 @@
 Training (:func:`build_train_loader`) is a list of named stages::
 
     shard list (seeded shuffle by (seed, epoch), split by node) → split by worker
-    → tar samples (raw bytes, no default decoders) → one sample per expression
+    → tar samples (raw bytes, no default decoders; unsafe members refused, reads retried) → one sample per expression
     → seeded shuffle buffer → skip what a resumed run consumed
     → clip: pick T frames, decode only those JPEGs + masks, joint augmentation, resize/pad
     → batches of :class:`~refsam.data.types.ClipBatch`
@@ -28,6 +28,7 @@ from refsam.data.decode import decode_jpeg, decode_json
 from refsam.data.index import read_manifest
 from refsam.data.rle import decode_rle
 from refsam.data.shards import shard_paths
+from refsam.data.tario import shard_samples
 from refsam.data.transforms import (
     AugmentConfig,
     augment_clip,
@@ -247,7 +248,7 @@ def build_train_loader(
     pipeline = wds.DataPipeline(
         _ShardList(urls, seed=seed, epoch=epoch, rank=rank, world_size=world_size),
         wds.split_by_worker,
-        wds.tarfile_to_samples(handler=wds.reraise_exception),
+        shard_samples,  # member checks + bounded retries
         _expand_expressions,
         _seeded_shuffle(shuffle_buffer, seed, epoch, rank),
         _skip_consumed(skip, batch_size),
@@ -262,6 +263,17 @@ def build_train_loader(
 
 
 def _eval_video(sample: dict[str, Any]) -> EvalVideo:
+    """One sample → EvalVideo; a malformed sample is a DataError naming shard and key."""
+    try:
+        return _build_eval_video(sample)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(
+            f"{sample.get('__url__')}: sample {sample.get('__key__')!r} is malformed "
+            f"({type(exc).__name__}: {exc}); check the shards with `refsam shards verify`"
+        ) from None
+
+
+def _build_eval_video(sample: dict[str, Any]) -> EvalVideo:
     meta = decode_json(sample["json"])
     h, w = meta["height"], meta["width"]
     return EvalVideo(
@@ -295,7 +307,7 @@ def iter_eval_videos(shard_dir: Path) -> Iterator[EvalVideo]:
         raise DataError(f"{shard_dir}: no shard-*.tar files; run `refsam ingest` first")
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(urls),
-        wds.tarfile_to_samples(handler=wds.reraise_exception),
+        shard_samples,  # member checks + bounded retries
         wds.map(_eval_video),
     )
     yield from pipeline

@@ -1,23 +1,34 @@
 """A pid lock file on an output root (ARCHITECTURE.md "Shared contracts").
 
-The lock holds the owner's pid and host; a lock whose pid is no longer alive (on this
-host) is taken over. A live owner → :class:`~refsam.errors.LockError`.
+``root/.lock`` holds the owner's pid and host (for the error message). Mutual exclusion is
+a kernel record lock (``fcntl.lockf``) on that file: the kernel releases it when its owner
+dies however it dies (SIGKILL included), so a lock whose owner is dead is simply taken
+over, and two processes racing to take over a stale lock cannot both win (a pid check and
+an unlink, as before, can). A record lock is not inherited by forked children, so orphaned
+worker processes of a killed run never keep the root locked. The pid in the file is still
+honoured: a file naming another *live* process on this host is refused too.
+A live owner → :class:`~refsam.errors.LockError` naming its pid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from refsam.errors import LockError
+from refsam.errors import LockError, UserError
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
+_ATTEMPTS = 20
+_HELD: dict[str, int] = {}  # lock path → fd held by this process (re-entrancy)
 
 
 def _alive(pid: int) -> bool:
@@ -30,39 +41,69 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owner(fd: int) -> dict[str, Any]:
+    """The JSON record of the lock file open as ``fd`` (empty when unreadable)."""
+    try:
+        data = os.pread(fd, 4096, 0)
+        owner = json.loads(data.decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _refuse(root: Path, path: Path, owner: dict[str, Any]) -> LockError:
+    return LockError(
+        f"{root} is locked by process {owner.get('pid', '?')} on {owner.get('host', '?')} "
+        f"({path}); wait for it or remove the lock if that process is gone"
+    )
+
+
 @contextlib.contextmanager
 def output_lock(root: Path) -> Iterator[Path]:
-    """Hold ``root/.lock`` for the duration of the block (re-entrant for the same pid)."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Hold ``root/.lock`` for the duration of the block (re-entrant within a process)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise UserError(f"{root}: cannot create the output folder ({exc.strerror})") from None
     path = root / LOCK_NAME
+    key = os.path.realpath(path)
+    if key in _HELD:
+        yield path  # re-entrant: this process already holds it
+        return
     me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _attempt in range(3):
+    for _attempt in range(_ATTEMPTS):
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                owner = {}
-            pid = int(owner.get("pid", -1)) if isinstance(owner, dict) else -1
-            if pid == me["pid"] and owner.get("host") == me["host"]:
-                yield path  # re-entrant: the caller already holds it
-                return
-            if owner.get("host", me["host"]) == me["host"] and (pid <= 0 or not _alive(pid)):
-                log.warning("taking over the lock %s of dead process %s", path, pid)
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                continue
-            raise LockError(
-                f"{root} is locked by process {pid} on {owner.get('host')} ({path}); "
-                "wait for it or remove the lock if that process is gone"
-            ) from None
-        with os.fdopen(fd, "w") as handle:
-            json.dump(me, handle)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            owner = _owner(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            raise _refuse(root, path, owner) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the previous owner unlinked it between our open and lock: retry
+            os.close(fd)
+            continue
+        owner = _owner(fd)
+        pid = owner.get("pid")
+        if isinstance(pid, int) and pid != me["pid"] and owner.get("host") == me["host"]:
+            if _alive(pid):
+                os.close(fd)
+                raise _refuse(root, path, owner)
+            log.warning("taking over the lock %s of dead process %s", path, pid)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        _HELD[key] = fd
         try:
             yield path
         finally:
+            _HELD.pop(key, None)
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                path.unlink()  # unlink before unlocking: a waiter re-checks the inode
+            os.close(fd)
         return
-    raise LockError(f"could not take the lock {path}")
+    raise LockError(f"could not take the lock {path} (it keeps changing); retry")

@@ -16,7 +16,7 @@ from pathlib import Path
 from refsam import __version__
 from refsam.data.index import dumps
 from refsam.data.sources import open_source
-from refsam.data.sources.base import Source
+from refsam.data.sources.base import Source, unsafe_name
 from refsam.data.types import QuarantineItem, shard_key
 from refsam.errors import DataError
 
@@ -76,6 +76,18 @@ def plan_ingest(
     videos, quarantine = [], list(source.planning_quarantine)
     keys: set[str] = set()
     for video in source.video_ids():
+        problem = unsafe_name(video)
+        if problem:  # e.g. "../x" or "/etc": never joined to a path under the raw root
+            quarantine.append(
+                source.quarantine(
+                    "unsafe_path",
+                    "video",
+                    source.root,
+                    f"video id {problem}; refusing a path outside the raw root",
+                    video=str(video),
+                )
+            )
+            continue
         key = shard_key(video)
         if key in keys:
             quarantine.append(

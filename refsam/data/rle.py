@@ -6,6 +6,7 @@ Masks are stored as compressed COCO RLE ``{"size": [h, w], "counts": str}`` (pyc
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,16 @@ def decode_rle(rle: RLE | None, height: int, width: int) -> np.ndarray:
 def normalize_rle(rle: Any, height: int, width: int) -> RLE:
     """Validate a COCO RLE (compressed or uncompressed) of an H×W frame; return it compressed.
 
-    Raises ValueError (message says what is wrong) for a wrong size or undecodable counts.
+    Raises ValueError (message says what is wrong) for a wrong size or undecodable counts,
+    whatever the JSON holds (nested lists, negative or non-integer counts, …).
     """
+    try:
+        return _normalize_rle(rle, height, width)
+    except (TypeError, OverflowError, MemoryError) as exc:
+        raise ValueError(f"malformed RLE ({type(exc).__name__}: {exc})") from None
+
+
+def _normalize_rle(rle: Any, height: int, width: int) -> RLE:
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError(
             f"expected a COCO RLE dict with 'size' and 'counts', got {type(rle).__name__}"
@@ -53,7 +62,9 @@ def normalize_rle(rle: Any, height: int, width: int) -> RLE:
         raise ValueError(f"RLE size {size} does not match the frame size [{height}, {width}]")
     counts = rle["counts"]
     if isinstance(counts, list):
-        if sum(int(c) for c in counts) != height * width:
+        if not all(type(c) is int and c >= 0 for c in counts):
+            raise ValueError("uncompressed RLE counts must be non-negative integers")
+        if sum(counts) != height * width:
             raise ValueError(
                 f"uncompressed RLE counts sum to {sum(counts)}, expected {height * width}"
             )
@@ -77,8 +88,26 @@ def normalize_rle(rle: Any, height: int, width: int) -> RLE:
 
 def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> RLE:
     """COCO polygon segmentation (list of flat x,y lists) → compressed RLE of the union."""
-    if not polygons or any(len(p) < 6 or len(p) % 2 for p in polygons):
+    if (
+        not isinstance(polygons, list)
+        or not polygons
+        or any(not isinstance(p, list) or len(p) < 6 or len(p) % 2 for p in polygons)
+    ):
         raise ValueError("expected polygons as flat [x1, y1, x2, y2, ...] lists of ≥ 3 points")
+    for polygon in polygons:
+        # pycocotools allocates in proportion to the edge lengths: a coordinate like 1e18
+        # would exhaust memory, so anything far outside the image is refused
+        for index, value in enumerate(polygon):
+            limit = width if index % 2 == 0 else height
+            if (
+                type(value) not in (int, float)
+                or not math.isfinite(value)
+                or not -limit <= value <= 2 * limit
+            ):
+                raise ValueError(
+                    f"polygon coordinate {value!r} is not a number within the image "
+                    f"({width}×{height}, with a margin)"
+                )
     merged = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     return {"size": [height, width], "counts": merged["counts"].decode("ascii")}
 

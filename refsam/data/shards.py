@@ -12,12 +12,15 @@ The Prefect flow (flows/ingest.py) composes the same three functions.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import io
 import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import tarfile
 import threading
 import time
@@ -35,10 +38,11 @@ from refsam.data.index import (
     MANIFEST,
     QUARANTINE,
     atomic_write_bytes,
+    atomic_write_many,
     dumps,
-    write_index,
-    write_manifest,
-    write_quarantine,
+    index_bytes,
+    manifest_bytes,
+    quarantine_bytes,
 )
 from refsam.data.lock import output_lock
 from refsam.data.plan import DEFAULT_SHARD_SIZE, IngestPlan, ShardTask, code_version, plan_ingest
@@ -186,23 +190,30 @@ def write_shard(plan: IngestPlan, task: ShardTask) -> ShardResult:
     rows: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
     samples = frames = 0
-    with tmp.open("wb") as handle:
-        sink = _HashingWriter(handle)
-        with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
-            for video in task.videos:
-                result = plan.source.load_video(video)
-                quarantined.extend(q.to_json() for q in result.quarantined)
-                record = result.record
-                if record is None:
-                    continue
-                for name, data in sample_members(record):
-                    tar.addfile(*_member(name, data))
-                samples += 1
-                frames += len(record.frame_names)
-                rows.extend(_index_row(record, e, task.name) for e in record.expressions)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)  # atomic: a killed run never leaves a half shard under the final name
+    try:
+        with tmp.open("wb") as handle:
+            sink = _HashingWriter(handle)
+            with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
+                for video in task.videos:
+                    result = plan.source.load_video(video)
+                    quarantined.extend(q.to_json() for q in result.quarantined)
+                    record = result.record
+                    if record is None:
+                        continue
+                    for name, data in sample_members(record):
+                        tar.addfile(*_member(name, data))
+                    samples += 1
+                    frames += len(record.frame_names)
+                    rows.extend(_index_row(record, e, task.name) for e in record.expressions)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # atomic: a killed run never leaves a half shard under the final name
+        os.replace(tmp, final)
+    except BaseException as exc:  # disk full, I/O error…: the previous shard stays as it was
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, f"{exc.strerror} (writing shard)", str(final)) from exc
+        raise
     result = ShardResult(
         task.name,
         sink.digest.hexdigest(),
@@ -236,8 +247,6 @@ def finalize(plan: IngestPlan, results: list[ShardResult]) -> IngestSummary:
         q for r in results for q in r.quarantined
     ]
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    write_index([row for r in results for row in r.index_rows], plan.out_dir / INDEX)
-    write_quarantine(quarantined, plan.out_dir / QUARANTINE)
     by_reason = dict(sorted(Counter(q["reason"] for q in quarantined).items()))
     counts = {
         "videos": sum(r.samples for r in results),
@@ -272,7 +281,14 @@ def finalize(plan: IngestPlan, results: list[ShardResult]) -> IngestSummary:
         ],
         "code_version": plan.code_version,
     }
-    write_manifest(manifest, plan.out_dir / MANIFEST)
+    # all three or none (a write error leaves the previous ones); the manifest commits last
+    atomic_write_many(
+        [
+            (plan.out_dir / INDEX, index_bytes([row for r in results for row in r.index_rows])),
+            (plan.out_dir / QUARANTINE, quarantine_bytes(quarantined)),
+            (plan.out_dir / MANIFEST, manifest_bytes(manifest)),
+        ]
+    )
     return IngestSummary(
         dataset=plan.dataset,
         split=plan.split,
@@ -297,6 +313,18 @@ def remove_temporaries(out_dir: Path) -> None:
 
 
 _WORKER_PLAN: IngestPlan | None = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: the kernel kills this worker when the ingest process dies
+    (Linux ``PR_SET_PDEATHSIG``), so a killed ingest leaves no orphan still writing shards
+    next to the run that resumes it."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _process_worker(index: int) -> ShardResult:
@@ -345,7 +373,10 @@ def ingest(
             if executor == "process":
                 _WORKER_PLAN = plan
                 pool: Any = ProcessPoolExecutor(
-                    workers, mp_context=multiprocessing.get_context("fork")
+                    workers,
+                    mp_context=multiprocessing.get_context("fork"),
+                    initializer=_die_with_parent,
+                    initargs=(os.getpid(),),
                 )
                 submit = [pool.submit(_process_worker, t.index) for t in plan.shards]
             else:

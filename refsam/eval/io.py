@@ -14,12 +14,14 @@ Every error names the file and what was expected (:class:`~refsam.errors.UserErr
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from refsam.data.decode import MAX_IMAGE_PIXELS
 from refsam.errors import UserError
 
 VOID_LABEL = 255
@@ -46,7 +48,16 @@ def read_png(path: Path) -> np.ndarray:
     """Read a mask PNG as an H×W uint8 array of labels (palette indices or grey values)."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UserError(
+                    f"{path}: declares {width}x{height} pixels, more than the limit of "
+                    f"{MAX_IMAGE_PIXELS} (REFSAM_MAX_IMAGE_PIXELS); not decoded"
+                )
             mode = image.mode
             if mode in ("P", "L"):
                 return np.asarray(image, dtype=np.uint8)
@@ -58,6 +69,8 @@ def read_png(path: Path) -> np.ndarray:
                 raise UserError(f"{path}: unsupported PNG mode {mode!r}; expected P, L or 1")
     except FileNotFoundError:
         raise UserError(f"{path}: mask file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UserError(f"{path}: image too large, not decoded ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: cannot read PNG ({exc})") from None
     colour = pixels[..., :1] if mode == "LA" else pixels[..., :3]

@@ -185,8 +185,11 @@ def _jpeg_size(folder: Path, frames: Sequence[str]) -> tuple[int, int] | None:
     path = folder / f"{frames[0]}.jpg" if frames else None
     if path is None or not path.is_file():
         return None
-    with Image.open(path) as image:
-        return image.size[1], image.size[0]
+    try:
+        with Image.open(path) as image:
+            return image.size[1], image.size[0]
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{path}: unreadable frame image ({exc})") from None
 
 
 def iter_mevis(pred: Path, gt: Path) -> Iterator[protocols.ExpressionItem]:

@@ -16,7 +16,7 @@ sizes taken from its ``JPEGImages`` folder.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import os
 import re
@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from refsam.data.decode import open_image
 from refsam.errors import UserError
 from refsam.eval.io import encode_binary_png
 
@@ -96,15 +97,23 @@ class SubmissionZip:
     def close(self) -> Path:
         """Finish the zip and move it into place; returns the output path."""
         if self._zip is not None:
-            self._zip.close()
-            self._zip = None
-            os.replace(self._tmp, self.out)
+            try:
+                self._zip.close()
+                self._zip = None
+                os.replace(self._tmp, self.out)
+            except BaseException as exc:  # disk full, no permission…: ``out`` stays as it was
+                self._zip = None
+                self._tmp.unlink(missing_ok=True)
+                if isinstance(exc, OSError) and exc.filename is None:
+                    raise OSError(exc.errno, f"{exc.strerror} (writing)", str(self.out)) from exc
+                raise
         return self.out
 
     def abort(self) -> None:
         """Drop the partial zip (``out`` untouched)."""
         if self._zip is not None:
-            self._zip.close()
+            with contextlib.suppress(OSError):
+                self._zip.close()  # may fail again on a full disk: the file goes anyway
             self._zip = None
         self._tmp.unlink(missing_ok=True)
 
@@ -173,7 +182,7 @@ class _Members:
 
 def _png_problem(data: bytes, size: tuple[int, int]) -> str | None:
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(data, "PNG") as image:
             if image.format != "PNG":
                 return f"not a PNG ({image.format})"
             if image.size != size:
@@ -243,5 +252,5 @@ def _jpeg_size(path: Path) -> tuple[int, int]:
             return image.size
     except FileNotFoundError:
         raise UserError(f"{path}: frame image not found (needed for the mask size)") from None
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         raise UserError(f"{path}: unreadable frame image ({exc})") from None

@@ -10,7 +10,6 @@ quarantined items (DATA.md "Bad input").
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from abc import ABC, abstractmethod
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from refsam.data.decode import check_jpeg
+from refsam.data.decode import check_jpeg, open_image
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem, VideoRecord
 from refsam.errors import DataError
 
@@ -37,11 +36,26 @@ class DupDict(dict):
                 self[key] = value
 
 
-def load_json(path: Path, expected: str) -> Any:
+MAX_JSON_BYTES = int(os.environ.get("REFSAM_MAX_JSON_BYTES", 8 << 30))
+"""Largest metadata JSON file read (bytes); a bigger one is a clear DataError instead of an
+out-of-memory crash. 8 GiB by default (far above any published file); override with the
+environment variable ``REFSAM_MAX_JSON_BYTES`` or the ``max_bytes`` argument."""
+
+
+def load_json(path: Path, expected: str, *, max_bytes: int | None = None) -> Any:
     """Parse a JSON file; a missing/malformed file is a DataError naming file, position and
-    what was expected. Objects are :class:`DupDict` (repeated keys are reported, not lost)."""
+    what was expected. Objects are :class:`DupDict` (repeated keys are reported, not lost).
+    Files over ``max_bytes`` (default :data:`MAX_JSON_BYTES`) and nesting too deep for the
+    parser are DataErrors too."""
     if not path.is_file():
         raise DataError(f"{path}: file not found; expected {expected}")
+    limit = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    size = path.stat().st_size
+    if size > limit:
+        raise DataError(
+            f"{path}: {size} bytes, more than the limit of {limit} bytes for a metadata file "
+            "(raise it with REFSAM_MAX_JSON_BYTES if the file is genuine)"
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -53,6 +67,19 @@ def load_json(path: Path, expected: str) -> Any:
             f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
             f"expected {expected}"
         ) from exc
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to parse; expected {expected}") from None
+
+
+def unsafe_name(value: Any) -> str | None:
+    """Why ``value`` cannot be used as one file/folder name under the raw root (a video id
+    or a frame name): None when it can. Refused: non-strings, empty, ``.``/``..``, path
+    separators and NUL (an absolute id would otherwise replace the root when joined)."""
+    if not isinstance(value, str) or not value:
+        return f"{value!r} is not a non-empty string"
+    if value in (".", "..") or any(c in value for c in ("/", "\\", "\0")):
+        return f"{value!r} is not a plain name (path separator, '..' or NUL)"
+    return None
 
 
 def natural_key(value: str) -> tuple[int, str]:
@@ -151,14 +178,24 @@ class Source(ABC):
     def fingerprint_paths(self) -> list[Path]:
         """Files/directories whose content defines this split's input."""
 
+    def inside(self, path: Path) -> bool:
+        """Whether ``path`` stays under the raw root lexically (no ``..`` escape, no absolute
+        replacement). Symlinks the user put inside the root are followed deliberately."""
+        root = os.path.normpath(os.path.abspath(self.root))
+        target = os.path.normpath(os.path.abspath(path))
+        return target == root or target.startswith(root + os.sep)
+
     def fingerprint(self) -> str:
         meta = json.dumps(self.metadata_files, sort_keys=True)
-        tree = tree_fingerprint(self.fingerprint_paths(), self.root)
+        paths = [p for p in self.fingerprint_paths() if self.inside(p)]
+        tree = tree_fingerprint(paths, self.root)
         return hashlib.sha256(f"{self.name}\n{self.split}\n{meta}\n{tree}".encode()).hexdigest()
 
     def iter_samples(self) -> Iterator[VideoRecord]:
         """Every good video record in plan order (quarantined items are skipped)."""
         for video in self.video_ids():
+            if unsafe_name(video):
+                continue
             result = self.load_video(video)
             if result.record is not None:
                 yield result.record
@@ -193,6 +230,15 @@ class Source(ABC):
                 video=video,
             )
         for name, path in zip(names, paths, strict=True):
+            problem = unsafe_name(name)
+            if problem or not self.inside(path):
+                return self.quarantine(
+                    "unsafe_path",
+                    "video",
+                    str(path),
+                    f"frame name {problem or repr(name)}: refusing a path outside the raw root",
+                    video=video,
+                )
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
@@ -343,13 +389,12 @@ def read_label_map(path: Path) -> Any:
     Raises FileNotFoundError when missing and ValueError when unreadable or of another mode.
     """
     import numpy as np
-    from PIL import Image
 
     data = path.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.mode not in ("P", "L"):
-                raise ValueError(f"mask PNG has mode {image.mode}; expected a palette (P) PNG")
+    with open_image(data, "mask PNG") as image:
+        if image.mode not in ("P", "L"):
+            raise ValueError(f"mask PNG has mode {image.mode}; expected a palette (P) PNG")
+        try:
             return np.asarray(image)
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"unreadable mask PNG: {exc}") from exc
+        except (OSError, SyntaxError) as exc:
+            raise ValueError(f"unreadable mask PNG: {exc}") from exc

@@ -59,6 +59,14 @@ class RefYouTubeVOS(Source):
                 '"videos"',
                 "an object mapping video ids to objects",
             )
+            for vid, entry in videos.items():
+                where = f"videos[{vid!r}]"
+                require_type(entry, dict, meta_path, where, '{"objects": {...}}')
+                objects = require_type(
+                    entry.get("objects", {}), dict, meta_path, f"{where}.objects", "an object"
+                )
+                for obj_id, obj in objects.items():
+                    require_type(obj, dict, meta_path, f"{where}.objects[{obj_id!r}]", "an object")
             self.objects_meta = videos
 
     def _meta_path(self, split: str) -> Path:

@@ -36,14 +36,9 @@ def load_refs(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: file not found; expected the refs pickle (list of ref dicts)")
     try:
         refs = _RefusingUnpickler(io.BytesIO(path.read_bytes()), encoding="utf-8").load()
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        UnicodeDecodeError,
-        KeyError,
-        IndexError,
-    ) as exc:
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a malformed pickle
+        # (no global can be loaded, so no code ran; a corrupt stream raises anything from
+        # UnpicklingError to AttributeError, TypeError, MemoryError or struct.error)
         raise DataError(
             f"{path}: not a plain refs pickle ({exc}); expected a list of dicts of "
             "lists/dicts/strings/numbers only"
@@ -57,9 +52,17 @@ def load_refs(path: Path) -> list[dict[str, Any]]:
 
 
 def _check_plain(value: Any, path: Path, where: str) -> None:
+    """Iterative walk (no recursion limit) visiting each container once: a pickle can share
+    a container many times or nest it in itself (memo references), which would otherwise
+    take exponential time or loop forever."""
     stack = [(value, where)]
+    seen: set[int] = set()
     while stack:
         item, at = stack.pop()
+        if isinstance(item, list | dict):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
         if type(item) not in PLAIN:
             raise DataError(
                 f"{path}: {at} is a {type(item).__name__}; expected lists/dicts/strings/numbers"
@@ -97,16 +100,24 @@ class _RefCOCOFamily(Source):
                 f'"{key}"',
                 "a list",
             )
-        self.images = {
-            int(i["id"]): i for i in instances["images"] if isinstance(i, dict) and "id" in i
-        }
-        self.annotations: dict[int, dict] = {}
-        for ann in instances["annotations"]:
-            if isinstance(ann, dict) and "id" in ann:
-                self.annotations.setdefault(int(ann["id"]), ann)
-        self.categories = {
-            int(c["id"]): c.get("name") for c in instances["categories"] if "id" in c
-        }
+        try:
+            self.images = {
+                int(i["id"]): i for i in instances["images"] if isinstance(i, dict) and "id" in i
+            }
+            self.annotations: dict[int, dict] = {}
+            for ann in instances["annotations"]:
+                if isinstance(ann, dict) and "id" in ann:
+                    self.annotations.setdefault(int(ann["id"]), ann)
+            self.categories = {
+                int(c["id"]): c.get("name")
+                for c in instances["categories"]
+                if isinstance(c, dict) and "id" in c
+            }
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DataError(
+                f"{self.instances_path}: an image/annotation/category id is not an integer "
+                f"({exc}); expected COCO instances"
+            ) from None
         self.by_image: dict[str, list[dict]] = defaultdict(list)
         self._plan_refs(refs)
 
@@ -125,7 +136,7 @@ class _RefCOCOFamily(Source):
                     int(ref["image_id"]),
                 )
                 sentences = list(ref["sentences"])
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 self.planning_quarantine.append(
                     self.quarantine(
                         "bad_expression",
@@ -151,6 +162,8 @@ class _RefCOCOFamily(Source):
             kept = []
             for sentence in sentences:
                 sent_id = sentence.get("sent_id") if isinstance(sentence, dict) else None
+                if not isinstance(sent_id, int | str | None):
+                    sent_id = repr(sent_id)  # unhashable junk: reported under its repr
                 if sent_id in seen_sents:
                     self.sentence_quarantine[video].append(
                         self.quarantine(
@@ -177,11 +190,15 @@ class _RefCOCOFamily(Source):
     def video_ids(self) -> list[str]:
         return sorted(self.by_image, key=int)
 
+    def _file_name(self, image: dict) -> str | None:
+        name = image.get("file_name")
+        return name if isinstance(name, str) and name else None
+
     def fingerprint_paths(self) -> list[Path]:
         return [
-            self.image_dir / self.images[int(v)]["file_name"]
+            self.image_dir / name
             for v in self.video_ids()
-            if int(v) in self.images
+            if int(v) in self.images and (name := self._file_name(self.images[int(v)]))
         ]
 
     def load_video(self, video: str) -> LoadResult:
@@ -201,8 +218,23 @@ class _RefCOCOFamily(Source):
                     ),
                 ],
             )
-        path = self.image_dir / image["file_name"]
-        names = [Path(image["file_name"]).stem]
+        file_name = self._file_name(image)
+        if file_name is None:
+            return LoadResult(
+                None,
+                [
+                    *quarantined,
+                    self.quarantine(
+                        "bad_frame",
+                        "video",
+                        self.instances_path,
+                        f"image {video} has no file_name string in instances.json",
+                        video=video,
+                    ),
+                ],
+            )
+        path = self.image_dir / file_name
+        names = [Path(file_name).stem]
         loaded = self.read_frames(video, names, [path])
         if isinstance(loaded, QuarantineItem):
             return LoadResult(None, [loaded, *quarantined])
