@@ -11,8 +11,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
+# The pipeline's ephemeral Prefect keeps its state in the project (unless PREFECT_HOME is set).
+PREFECT_LOCAL := PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect}
 
-.PHONY: setup demo demo-data test test-fast lint format bench clean
+.PHONY: setup demo demo-data ablation test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -28,7 +30,30 @@ demo-data: setup
 	$(VENV)/bin/refsam demo-data --out datasets/demo --scale small
 
 demo: demo-data
+	$(VENV)/bin/refsam ingest --all --raw datasets/demo/raw --out datasets/demo/shards --workers 2 --shard-size 32
+	@echo "==> retrain flow: ingest (cached) -> train -> evaluate -> champion"
+	$(PREFECT_LOCAL) $(VENV)/bin/refsam pipeline --config configs/demo-tiny-cpu.yaml
 	@echo "==> demo finished"
+
+# Ablation of the dense path and the track token on the tiny demo model: one pipeline run
+# per step into one MLflow experiment, then the comparison table. A step is a dense_path
+# (none|sentence|dense_attention|hierarchical), "-notrack" turns model.tracking off.
+# e.g. make ablation ABLATION_STEPS="sentence hierarchical" ABLATION_SET="train.lr=5e-4"
+ABLATION_STEPS ?= sentence dense_attention hierarchical hierarchical-notrack
+ABLATION_CONFIG ?= configs/demo-tiny-cpu.yaml
+ABLATION_EXPERIMENT ?= refsam-ablation
+ABLATION_SET ?=
+
+ablation: demo-data
+	@set -e; for step in $(ABLATION_STEPS); do \
+	  path=$${step%-notrack}; track=true; [ "$$path" = "$$step" ] || track=false; \
+	  echo "==> ablation step $$step: model.dense_path=$$path model.tracking=$$track"; \
+	  $(PREFECT_LOCAL) $(VENV)/bin/refsam pipeline --config $(ABLATION_CONFIG) \
+	    --set model.dense_path=$$path --set model.tracking=$$track \
+	    --set tracking.experiment=$(ABLATION_EXPERIMENT) --set tracking.registered_model=$(ABLATION_EXPERIMENT) \
+	    --set train.run_name=ablation-$$step $(foreach o,$(ABLATION_SET),--set $(o)); \
+	done
+	$(VENV)/bin/refsam runs compare --experiment $(ABLATION_EXPERIMENT) --last $(words $(ABLATION_STEPS))
 
 test: setup
 	$(PY) -m pytest
@@ -48,4 +73,4 @@ bench: setup
 	@set -e; for b in bench/*.py; do echo "==> $$b"; $(PY) $$b --quick; done
 
 clean:
-	rm -rf datasets/demo outputs mlruns .pytest_cache
+	rm -rf datasets/demo outputs mlruns .prefect .pytest_cache

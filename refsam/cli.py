@@ -19,6 +19,15 @@ from refsam.errors import UserError
 
 COMMANDS = [
     "demo_data",
+    "runs",
+    "model",
+    "score",
+    "ingest",
+    "shards",
+    "pipeline",
+    "train",
+    "evaluate",
+    "predict",
 ]
 
 
@@ -30,7 +39,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="refsam", description="RefSAM referring video object segmentation pipeline.")
+    parser = _Parser(
+        prog="refsam", description="RefSAM referring video object segmentation pipeline."
+    )
     parser.add_argument("--version", action="version", version=f"refsam {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -42,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -62,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a failure while running: exit 1
         if debug:
             traceback.print_exc()
-        print(f"refsam: failed: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"refsam: failed: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

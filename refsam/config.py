@@ -38,7 +38,9 @@ class DataSplit(_Strict):
     @classmethod
     def _known_dataset(cls, value: str) -> str:
         if value not in DATASET_NAMES:
-            raise ValueError(f"unknown dataset {value!r}; expected one of {', '.join(DATASET_NAMES)}")
+            raise ValueError(
+                f"unknown dataset {value!r}; expected one of {', '.join(DATASET_NAMES)}"
+            )
         return value
 
     @property
@@ -69,7 +71,13 @@ class ModelConfig(_Strict):
     tracking: bool = True
     adapters: bool = True
     trainable: list[str] = Field(
-        default_factory=lambda: ["adapters", "cross_modal_mlp", "dense", "tracking", "mask_decoder"],
+        default_factory=lambda: [
+            "adapters",
+            "cross_modal_mlp",
+            "dense",
+            "tracking",
+            "mask_decoder",
+        ],
         description="module groups that receive gradients",
     )
     iou_loss: bool = False
@@ -101,6 +109,9 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(default=0, ge=0)
     grad_clip: float = Field(default=1.0, ge=0)
     grad_accum: int = Field(default=1, gt=0)
+    min_lr_ratio: float = Field(default=0.01, ge=0, le=1, description="cosine floor / peak lr")
+    focal_weight: float = Field(default=1.0, ge=0)
+    dice_weight: float = Field(default=1.0, ge=0)
     stages: list[StageConfig] = Field(default_factory=list)
     output_dir: Path = Path("outputs")
     run_name: str = "refsam"
@@ -108,13 +119,19 @@ class TrainConfig(_Strict):
     keep_last: int = Field(default=2, gt=0)
     eval_every: int = Field(default=0, ge=0, description="0: only at the end")
     save_full_model: bool = False
+    init_from: Path | None = Field(
+        default=None, description="checkpoint whose model weights start stage 1"
+    )
+    log_every: int = Field(default=10, gt=0, description="steps between metric logs")
 
 
 class EvalConfig(_Strict):
     """Evaluation sets and the selection metric used to promote `champion`."""
 
     sets: list[DataSplit] = Field(default_factory=list)
-    selection: str = Field(default="ref-davis17/valid/J&F", description="<dataset>/<split>/<metric>")
+    selection: str = Field(
+        default="ref-davis17/valid/J&F", description="<dataset>/<split>/<metric>"
+    )
     mask_threshold: float = Field(default=0.5, gt=0, lt=1)
     overlays: int = Field(default=3, ge=0, description="worst sequences rendered as overlays")
 
@@ -177,7 +194,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
                     f"{source}: override {text!r}: unknown key {'.'.join(parts[: depth + 1])!r}"
                 )
             annotation = fields[part].annotation if model is not None else None
-            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            model = (
+                annotation
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+                else None
+            )
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: override {text!r}: {part!r} is not a section")

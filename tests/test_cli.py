@@ -38,14 +38,26 @@ def test_no_command_prints_help_and_exit_2(capsys: pytest.CaptureFixture[str]) -
 
 def test_console_script_runs() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "refsam.cli", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "refsam.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert __version__ in out.stdout
 
 
 def test_bad_input_no_traceback_without_debug() -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "refsam.cli", "demo-data", "--out", "/dev/null/x", "--scale", "huge"],
+        [
+            sys.executable,
+            "-m",
+            "refsam.cli",
+            "demo-data",
+            "--out",
+            "/dev/null/x",
+            "--scale",
+            "huge",
+        ],
         capture_output=True,
         text=True,
     )

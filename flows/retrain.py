@@ -1,0 +1,356 @@
+"""Prefect 3 flow ``retrain``: ingest (cached) → train → evaluate → promote ``champion``.
+
+1. Ingest every split the config trains or evaluates on with the ingest flow
+   (:mod:`flows.ingest`): shard tasks are cached by the raw data's fingerprint and the code
+   version, so unchanged data costs a re-check, not a re-write.
+2. Train all stages (``flows.train``; ``torchrun`` when ``train.devices > 1``) into a fresh
+   run directory ``<train.run_name>-<UTC time>`` and a new MLflow training run.
+3. Score every ``eval.sets`` split (``flows.evaluate``); failures are reported.
+4. Register the checkpoint as a new model version and compare its ``eval.selection``
+   value with the registry's ``champion`` on the same eval data (manifest hash); if the
+   champion was scored on other data, re-score it first. The alias moves only on a
+   strict improvement (a tie keeps it). The decision and both numbers are stored as
+   ``decision.*`` version tags and on the training run.
+
+Registry rules live in :mod:`refsam.tracking.registry`; this flow only composes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import (
+    IO_RETRIES,
+    IO_RETRY_DELAY_S,
+    ingest_task_runner,
+    load_flow_config,
+    mlflow_model_url,
+    mlflow_ui_command,
+    parse_selection,
+    required_splits,
+    retry_on_io,
+    with_run_name,
+)
+from flows.evaluate import EvalOutcome, EvalSetsFailed, evaluate_sets
+from flows.train import TrainOutcome, timestamped_run_name, train_task
+from refsam.config import DataSplit, RefSAMConfig
+
+
+@dataclass
+class ChampionDecision:
+    """The registry decision of one retrain run (both numbers included)."""
+
+    selection: str
+    promoted: bool
+    reason: str
+    version: str | None = None
+    value: float | None = None
+    champion_version: str | None = None
+    champion_value: float | None = None
+    champion_rescored: bool = False
+    manifest_hash: str | None = None
+    model_url: str | None = None
+    champion_uri: str | None = None
+    champion_checkpoint: str | None = None
+
+
+@dataclass
+class RetrainOutcome:
+    """Everything one retrain run did; ``failed_sets`` lists eval sets that failed."""
+
+    config: str
+    train: TrainOutcome
+    evals: list[EvalOutcome]
+    decision: ChampionDecision | None
+    ingest: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    tracking_uri: str | None = None
+    ui_command: str | None = None
+
+    @property
+    def failed_sets(self) -> list[EvalOutcome]:
+        return [e for e in self.evals if not e.ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ingest_splits(cfg: RefSAMConfig, dask_address: str | None = None) -> list[dict[str, Any]]:
+    """Run the ingest flow (a subflow) for every split of ``cfg``; returns the summaries."""
+    from flows.ingest import ingest_flow
+    from refsam.data.sources import raw_dir_name
+
+    summaries = []
+    for split in required_splits(cfg):
+        raw = Path(cfg.data.raw_root) / raw_dir_name(split.dataset)
+        runner = ingest_task_runner(cfg.data.ingest_workers, dask_address)
+        ingest = ingest_flow.with_options(
+            task_runner=runner, flow_run_name=f"ingest-{split.dataset}-{split.split}"
+        )
+        summaries.append(
+            ingest(
+                split.dataset, split.split, str(raw), str(cfg.data.shards_root), cfg.data.shard_size
+            )
+        )
+    return summaries
+
+
+@task(
+    name="register-model",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    retry_condition_fn=retry_on_io,
+)
+def register_task(
+    cfg: RefSAMConfig,
+    run_id: str,
+    checkpoint: Path,
+    metrics: dict[str, float],
+    manifest_hash: str | None,
+) -> str:
+    from refsam.tracking import register_checkpoint
+
+    return register_checkpoint(
+        run_id, checkpoint, cfg, metrics, manifest_hash=manifest_hash, device="cpu"
+    )
+
+
+@task(
+    name="rescore-champion",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    retry_condition_fn=retry_on_io,
+)
+def rescore_champion(
+    cfg: RefSAMConfig, version: str, split: DataSplit, metric: str, manifest_hash: str, out: Path
+) -> float:
+    """The champion's ``metric`` on today's ``split`` (its own checkpoint and settings)."""
+    from refsam.eval.evaluator import evaluate
+    from refsam.tracking import resolve_model_uri
+
+    name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
+    checkpoint = resolve_model_uri(f"models:/{name}@{alias}", tracking=cfg.tracking)
+    result = evaluate(
+        checkpoint,
+        split.dataset,
+        split.split,
+        shards=Path(cfg.data.shards_root),
+        out=out,
+        heldout=cfg.data.heldout_root,
+        device=cfg.train.device,
+    )
+    if metric not in result.metrics:
+        raise RuntimeError(
+            f"re-scoring champion v{version} on {split.tag} gave no {metric!r} "
+            f"(got {', '.join(result.metrics)})"
+        )
+    value = float(result.metrics[metric])
+    get_run_logger().info(
+        "champion v%s re-scored on %s (manifest %s): %s = %.4f",
+        version,
+        split.tag,
+        manifest_hash,
+        metric,
+        value,
+    )
+    return value
+
+
+@task(
+    name="promote-if-better",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    retry_condition_fn=retry_on_io,
+)
+def promote_task(
+    cfg: RefSAMConfig, version: str, value: float, manifest_hash: str, current: Any
+) -> Any:
+    from refsam.tracking import promote_if_better
+
+    return promote_if_better(
+        None, version, value, manifest_hash, current=current, tracking=cfg.tracking
+    )
+
+
+def decide_champion(
+    cfg: RefSAMConfig, trained: TrainOutcome, evals: list[EvalOutcome]
+) -> ChampionDecision:
+    """Register the candidate and move ``champion`` only on a strict improvement."""
+    from refsam.tracking import (
+        Champion,
+        get_champion,
+        manifest_hash,
+        resolve_model_uri,
+        tracking_uri,
+    )
+
+    logger = get_run_logger()
+    champion_uri = f"models:/{cfg.tracking.registered_model}@{cfg.tracking.champion_alias}"
+    dataset, split_name, metric = parse_selection(cfg.eval.selection)
+    split = DataSplit(dataset=dataset, split=split_name)
+    metrics = {f"{e.tag}/{k}": v for e in evals if e.ok for k, v in e.metrics.items()}
+    shard_dir = Path(cfg.data.shards_root) / dataset / split_name
+    digest = manifest_hash(shard_dir) if (shard_dir / "manifest.json").is_file() else None
+    version = register_task(cfg, trained.mlflow_run_id, Path(trained.checkpoint), metrics, digest)
+    uri = tracking_uri(cfg.tracking)
+    url = mlflow_model_url(uri, cfg.tracking.registered_model, version)
+    value = metrics.get(cfg.eval.selection)
+    if value is None or digest is None:
+        why = (
+            "its eval set failed or is not in eval.sets"
+            if digest is not None
+            else f"no shards at {shard_dir}"
+        )
+        reason = f"v{version} has no {cfg.eval.selection} ({why}): champion unchanged"
+        logger.warning(reason)
+        return ChampionDecision(
+            cfg.eval.selection, False, reason, version, None, model_url=url, manifest_hash=digest
+        )
+    current = get_champion(tracking=cfg.tracking)
+    rescored = False
+    if (
+        current is not None
+        and current.version != version
+        and (current.value is None or current.manifest_hash != digest)
+    ):
+        out = Path(trained.run_dir) / "eval" / f"champion-v{current.version}-{dataset}-{split_name}"
+        current = Champion(
+            current.version,
+            rescore_champion(cfg, current.version, split, metric, digest, out),
+            digest,
+        )
+        rescored = True
+    decision = promote_task(cfg, version, value, digest, current)
+    logger.info("champion decision: %s", decision.reason)
+    return ChampionDecision(
+        champion_uri=champion_uri,
+        champion_checkpoint=str(resolve_model_uri(champion_uri, tracking=cfg.tracking)),
+        selection=cfg.eval.selection,
+        promoted=decision.promoted,
+        reason=decision.reason,
+        version=version,
+        value=decision.value,
+        champion_version=decision.champion_version,
+        champion_value=decision.champion_value,
+        champion_rescored=rescored,
+        manifest_hash=digest,
+        model_url=url,
+    )
+
+
+def _record_decision(cfg: RefSAMConfig, run_id: str, decision: ChampionDecision) -> None:
+    from refsam.tracking import MlflowRunLogger, tracking_uri
+
+    run = MlflowRunLogger(run_id, tracking_uri=tracking_uri(cfg.tracking))
+    run.set_tags(
+        {
+            "champion.promoted": str(decision.promoted).lower(),
+            "champion.reason": decision.reason,
+            "champion.version": decision.version,
+            "champion.previous_version": decision.champion_version,
+            "champion.rescored": str(decision.champion_rescored).lower(),
+        }
+    )
+    numbers = {"selection/candidate": decision.value, "selection/champion": decision.champion_value}
+    run.log_metrics({k: v for k, v in numbers.items() if v is not None}, step=0)
+
+
+def summary_rows(outcome: RetrainOutcome) -> list[list[str]]:
+    """The summary table: one row per eval set (J, F, J&F, eval seconds) or its error."""
+    rows = [["dataset/split", "J", "F", "J&F", "eval s"]]
+    for e in outcome.evals:
+        if e.ok:
+            cells = [f"{e.metrics[k]:.4f}" if k in e.metrics else "-" for k in ("J", "F", "J&F")]
+            rows.append([e.tag, *cells, f"{e.seconds:.1f}"])
+        else:
+            rows.append([e.tag, "FAILED", "", "", (e.error or "")[:60]])
+    return rows
+
+
+def summary_markdown(outcome: RetrainOutcome) -> str:
+    rows = summary_rows(outcome)
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    t = outcome.train
+    lines += [
+        "",
+        f"- trainable params: {t.total_trainable:,}",
+        f"- training run: {t.mlflow_url or 'tracking off'}",
+    ]
+    if outcome.decision is not None:
+        lines.append(f"- champion: {outcome.decision.reason}")
+    lines.append("- wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.timings.items()))
+    return "\n".join(lines)
+
+
+@flow(name="retrain")
+def retrain_flow(
+    config: str = "configs/demo-tiny-cpu.yaml",
+    overrides: list[str] | None = None,
+    ingest: bool = True,
+    dask_address: str | None = None,
+) -> RetrainOutcome:
+    """Ingest → train → evaluate → champion (module docstring). ``overrides`` are dotted
+    ``key=value`` settings; ``dask_address`` sends ingest shard tasks to a Dask cluster.
+    Ends failed (after recording the decision) when an eval set failed."""
+    logger = get_run_logger()
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    cfg = load_flow_config(config, overrides)
+    parse_selection(cfg.eval.selection)
+    summaries: list[dict[str, Any]] = []
+    if ingest:
+        summaries = ingest_splits(cfg, dask_address)
+        timings["ingest"] = time.perf_counter() - start
+    cfg = with_run_name(cfg, timestamped_run_name(cfg.train.run_name))
+    trained = train_task(cfg, final_eval=False)
+    timings["train"] = trained.wall_s
+    mark = time.perf_counter()
+    evals = evaluate_sets(
+        cfg,
+        Path(trained.checkpoint),
+        Path(trained.run_dir) / "eval",
+        train_run_id=trained.mlflow_run_id,
+        step=trained.steps,
+    )
+    timings["evaluate"] = time.perf_counter() - mark
+    decision = None
+    uri = ui = None
+    if cfg.tracking.enabled and trained.mlflow_run_id:
+        from refsam.tracking import tracking_uri
+
+        mark = time.perf_counter()
+        decision = decide_champion(cfg, trained, evals)
+        _record_decision(cfg, trained.mlflow_run_id, decision)
+        timings["registry"] = time.perf_counter() - mark
+        uri = tracking_uri(cfg.tracking)
+        ui = mlflow_ui_command(uri)
+    timings["total"] = time.perf_counter() - start
+    outcome = RetrainOutcome(
+        config=str(config),
+        train=trained,
+        evals=evals,
+        decision=decision,
+        ingest=summaries,
+        timings=timings,
+        tracking_uri=uri,
+        ui_command=ui,
+    )
+    create_markdown_artifact(
+        summary_markdown(outcome), key="retrain-summary", description="retrain summary"
+    )
+    if outcome.failed_sets:
+        decided = f"; champion: {decision.reason}" if decision else ""
+        raise EvalSetsFailed(outcome.failed_sets, decided)
+    logger.info("retrain done in %.0f s", timings["total"])
+    return outcome

@@ -1,0 +1,120 @@
+"""torchrun-compatible DDP helpers (world size 1 on CPU without any process group).
+
+``torchrun --nproc_per_node N -m refsam.cli train --config …`` sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR/PORT``; :func:`init_distributed` reads
+them, picks the device (``cuda:<local_rank>`` or CPU), and joins the process group (NCCL
+on GPUs, gloo on CPU). The training loader splits shards by rank and worker
+(``build_train_loader(rank=…, world_size=…)``) and fails clearly when there are fewer
+shards than ranks × workers. Only rank 0 logs and writes checkpoints. DDP runs with
+``find_unused_parameters=False``: the model exposes only parameters that get gradients.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from refsam.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the run."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available else CPU; ``cuda`` without a GPU is a ConfigError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available (use cpu or auto)")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"--device {device!r}: expected cpu, cuda or auto")
+    return torch.device(device)
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_distributed(device: str = "auto") -> DistEnv:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1; else a world of one."""
+    world_size = env_world_size()
+    base = resolve_device(device)
+    if world_size <= 1:
+        return DistEnv(device=base)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if base.type == "cuda":
+        torch.cuda.set_device(local_rank)
+        run_device = torch.device("cuda", local_rank)
+        backend = "nccl"
+    else:
+        run_device = torch.device("cpu")
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    log.info("rank %d/%d on %s (%s)", rank, world_size, run_device, backend)
+    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=run_device)
+
+
+def wrap_model(model: nn.Module, env: DistEnv) -> nn.Module:
+    """DDP-wrap ``model`` in a distributed run (no unused-parameter search); else as is."""
+    if not env.distributed:
+        return model
+    device_ids = [env.device.index] if env.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=False
+    )
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(value: float, env: DistEnv) -> float:
+    """Mean of a float over ranks (the value itself in a world of one)."""
+    if not env.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=env.device)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / env.world_size
+
+
+def broadcast_object(obj: object, env: DistEnv) -> object:
+    """Rank 0's ``obj`` on every rank."""
+    if not env.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def cleanup(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()

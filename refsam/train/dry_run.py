@@ -1,0 +1,174 @@
+"""``refsam train --dry-run``: check every path, build model, optimiser and loaders, count.
+
+Nothing is trained or written. Every missing path is reported at once (ConfigError →
+exit 2). The ``tiny`` variant is built for real; the SAM-sized variants are built on
+PyTorch's ``meta`` device (shapes, no memory, seconds instead of minutes for ViT-H) and
+the SAM checkpoint is checked key by key and shape by shape against it, read with
+``mmap`` so even a 2.5 GB file costs no RAM. Each stage's loader is built and yields
+one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from refsam.config import RefSAMConfig
+from refsam.data.loader import build_train_loader
+from refsam.errors import ConfigError
+from refsam.modeling import RefSAM, TextEncoder, get_variant
+from refsam.modeling.checkpoint import SAM_PREFIXES, SamCheckpointError
+from refsam.modeling.text_encoder import DEFAULT_TEXT_ENCODER
+from refsam.train.runner import TrainResult, run_dir_of, trainable_counts
+from refsam.train.schedule import build_optimizer, group_lr
+from refsam.train.state import build_model, shard_dir
+
+log = logging.getLogger(__name__)
+
+
+def check_paths(cfg: RefSAMConfig) -> list[str]:
+    """Every input path the config names that is missing (one message each)."""
+    problems: list[str] = []
+    model = cfg.model
+    if model.sam_checkpoint is not None and not Path(model.sam_checkpoint).is_file():
+        problems.append(
+            f"model.sam_checkpoint: {model.sam_checkpoint} not found (an official sam_vit_*.pth)"
+        )
+    encoder = model.text_encoder
+    if (
+        encoder not in (None, DEFAULT_TEXT_ENCODER)
+        and not (Path(encoder) / "config.json").is_file()
+    ):
+        problems.append(
+            f"model.text_encoder: {encoder} is not a local model directory with config.json"
+        )
+    if cfg.train.init_from is not None and not Path(cfg.train.init_from).is_file():
+        problems.append(
+            f"train.init_from: {cfg.train.init_from} not found (the previous stage's checkpoint)"
+        )
+    for index, stage in enumerate(cfg.train.stages):
+        for split in stage.datasets:
+            folder = shard_dir(cfg, split.dataset, split.split)
+            if not (folder / "manifest.json").is_file():
+                problems.append(
+                    f"train.stages[{index}] ({stage.name}): no shards at {folder} "
+                    f"(run `refsam ingest --dataset {split.dataset} --split {split.split}`)"
+                )
+    for split in cfg.eval.sets:
+        folder = shard_dir(cfg, split.dataset, split.split)
+        if not (folder / "manifest.json").is_file():
+            problems.append(f"eval.sets: no shards at {folder}")
+    if cfg.data.heldout_root is not None and not Path(cfg.data.heldout_root).is_dir():
+        problems.append(f"data.heldout_root: {cfg.data.heldout_root} is not a directory")
+    if Path(cfg.train.output_dir).exists() and not Path(cfg.train.output_dir).is_dir():
+        problems.append(f"train.output_dir: {cfg.train.output_dir} exists and is not a directory")
+    return problems
+
+
+def check_sam_file(model: RefSAM, path: Path) -> int:
+    """Compare a SAM checkpoint's keys and shapes with the model's SAM tensors; the count."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # any unreadable file is bad input, reported with its path
+        raise SamCheckpointError(
+            f"{path}: not a readable weights-only torch checkpoint ({exc})"
+        ) from None
+    if not isinstance(state, dict):
+        raise SamCheckpointError(f"{path}: expected a flat state dict (an official sam_vit_*.pth)")
+    new = model.new_keys()
+    own = {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+        if k.startswith(SAM_PREFIXES) and k not in new
+    }
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in own if k in state and tuple(state[k].shape) != own[k])
+    if missing or unexpected or wrong:
+        raise SamCheckpointError(
+            f"{path}: does not match SAM {model.spec.embed_dim}-d/{model.spec.depth} blocks: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong[:5]}"
+        )
+    return len(state)
+
+
+def _meta_model(cfg: RefSAMConfig) -> RefSAM:
+    encoder = TextEncoder(cfg.model.text_encoder)
+    spec = get_variant(cfg.model.variant, **cfg.model.overrides)
+    with torch.device("meta"):
+        return RefSAM(
+            spec=spec,
+            text_encoder=encoder,
+            dense_path=cfg.model.dense_path,
+            tracking=cfg.model.tracking,
+            adapters=cfg.model.adapters,
+            iou_loss=cfg.model.iou_loss,
+            trainable=tuple(cfg.model.trainable),
+        )
+
+
+def dry_run(cfg: RefSAMConfig) -> TrainResult:
+    """Check, build and count (module docstring); prints the summary (CLI output)."""
+    problems = check_paths(cfg)
+    if problems:
+        raise ConfigError("dry run found missing inputs: " + "; ".join(problems))
+    if not cfg.train.stages:
+        raise ConfigError("train.stages: no stage to train")
+    meta = cfg.model.variant != "tiny"
+    model = _meta_model(cfg) if meta else build_model(cfg)
+    lines = [
+        f"config {cfg.name} (hash {cfg.config_hash()}), variant {cfg.model.variant}"
+        + (" built on the meta device (shapes only)" if meta else "")
+    ]
+    if meta and cfg.model.sam_checkpoint is not None:
+        count = check_sam_file(model, Path(cfg.model.sam_checkpoint))
+        lines.append(
+            f"SAM checkpoint {cfg.model.sam_checkpoint}: {count} tensors, keys and shapes match"
+        )
+    elif cfg.model.sam_checkpoint is not None:
+        lines.append(f"SAM checkpoint {cfg.model.sam_checkpoint}: loaded strictly")
+    elif meta:
+        lines.append("WARNING: no model.sam_checkpoint: SAM would start from random weights")
+    counts = model.module_parameter_counts()
+    for stage in cfg.train.stages:
+        optimizer = build_optimizer(model.param_groups(), cfg.train, stage)
+        n_opt = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+        lrs = ", ".join(
+            f"{name}={group_lr(name, cfg.train, stage):.1e}" for name in model.param_groups()
+        )
+        dirs = [shard_dir(cfg, d.dataset, d.split) for d in stage.datasets]
+        loader = build_train_loader(
+            dirs,
+            img_size=cfg.data.img_size or model.img_size,
+            frames_per_clip=stage.frames_per_clip,
+            batch_size=stage.batch_size,
+            seed=cfg.train.seed,
+            augment=True,
+            num_workers=0,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+        )
+        batch = next(iter(loader))
+        lines.append(
+            f"stage {stage.name}: {stage.steps} steps × batch {stage.batch_size} × T={stage.frames_per_clip} "
+            f"from {', '.join(d.tag for d in stage.datasets)}; first batch frames {tuple(batch.frames.shape)}; "
+            f"AdamW over {n_opt:,} params ({lrs})"
+        )
+    from refsam.commands.model import format_counts
+
+    print("\n".join(lines))
+    print(format_counts(counts))
+    print(f"run dir: {run_dir_of(cfg)} (nothing written: dry run)")
+    return TrainResult(
+        run_dir=run_dir_of(cfg),
+        last_checkpoint=None,
+        best_checkpoint=None,
+        steps=0,
+        metrics={},
+        stages=[],
+        wall_s=0.0,
+        trainable_params=trainable_counts(model),
+        dry_run=True,
+        parameter_counts=counts,
+    )

@@ -1,0 +1,164 @@
+"""``evaluate``: PNG layouts, scores equal to re-scoring the written PNGs, zips, tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from refsam.cli import main
+from refsam.config import RefSAMConfig, load_config
+from refsam.data.loader import iter_eval_videos
+from refsam.data.shards import ingest
+from refsam.data.sources import raw_dir_name
+from refsam.errors import DataError
+from refsam.eval import layouts
+from refsam.eval.evaluator import EvalResult, evaluate, evaluate_model
+from refsam.eval.io import read_png
+from refsam.eval.submission import check_submission
+from refsam.train.state import build_model, save_model_checkpoint
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+SPLITS = [
+    ("ref-youtube-vos", "valid"),
+    ("ref-davis17", "valid"),
+    ("mevis", "valid"),
+    ("refcoco", "val"),
+]
+
+
+@pytest.fixture(scope="module")
+def shards(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval-shards")
+    for name, split in SPLITS:
+        ingest(
+            name, split, demo_root / "raw" / raw_dir_name(name), out, shard_size=2, progress=False
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def cfg(shards: Path, demo_root: Path) -> RefSAMConfig:
+    return load_config(CONFIG, [f"data.shards_root={shards}", f"data.heldout_root={demo_root / 'heldout'}",
+                                "tracking.enabled=false"])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoint(cfg: RefSAMConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():  # a bias towards foreground so that the untrained masks are not empty
+        model.mask_decoder.output_hypernetworks_mlps[0].layers[-1].bias.add_(0.5)
+    return save_model_checkpoint(model, cfg, tmp_path_factory.mktemp("ckpt") / "model.pt")
+
+
+def _run(
+    checkpoint: Path, shards: Path, demo_root: Path, out: Path, dataset: str, split: str
+) -> EvalResult:
+    return evaluate(checkpoint, dataset, split, shards=shards, out=out, heldout=demo_root / "heldout",
+                    device="cpu")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ytvos_valid_layout_scores_and_zip(
+    checkpoint: Path, shards: Path, demo_root: Path, tmp_path: Path
+) -> None:
+    result = _run(checkpoint, shards, demo_root, tmp_path, "ref-youtube-vos", "valid")
+    videos = list(iter_eval_videos(shards / "ref-youtube-vos" / "valid"))
+    n_expressions = sum(len(v.expressions) for v in videos)
+    for video in videos:
+        for exp in video.expressions:
+            folder = tmp_path / "predictions" / "Annotations" / video.video / exp.exp_id
+            assert sorted(p.stem for p in folder.glob("*.png")) == sorted(video.frame_names)
+            assert read_png(folder / f"{video.frame_names[0]}.png").shape == (
+                video.height,
+                video.width,
+            )
+    heldout = demo_root / "heldout" / "ref-youtube-vos" / "valid"
+    meta = json.loads((heldout / "meta_expressions.json").read_text())
+    meta["videos"] = {v.video: meta["videos"][v.video] for v in videos}  # competition videos
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    rescored = layouts.score_ytvos(tmp_path / "predictions", heldout, tmp_path / "meta.json")
+    for key in ("J", "F", "J&F"):
+        assert result.metrics[key] == pytest.approx(rescored.summary[key], abs=1e-9)
+    assert result.metrics["n_expressions"] == n_expressions
+    raw = demo_root / "raw" / "ref-youtube-vos"
+    assert result.submission is not None
+    problems = check_submission(result.submission, raw / "meta_expressions" / "valid" / "meta_expressions.json",
+                                raw / "valid" / "JPEGImages", layout="ytvos",
+                                exclude_videos=_test_videos(raw))  # fmt: skip
+    assert problems == []
+    with result.per_sequence_csv.open() as handle:
+        assert len(list(csv.DictReader(handle))) == n_expressions
+    record = json.loads(result.metrics_json.read_text())
+    assert record["metrics"]["J&F"] == pytest.approx(result.metrics["J&F"])
+    assert len(result.overlays) == min(3, len(videos)) and all(p.is_file() for p in result.overlays)
+
+
+def _test_videos(raw: Path) -> list[str]:
+    path = raw / "meta_expressions" / "test" / "meta_expressions.json"
+    return list(json.loads(path.read_text())["videos"]) if path.is_file() else []
+
+
+@pytest.mark.slow
+def test_ref_davis17_four_sets_match_the_folder_protocol(
+    checkpoint: Path, shards: Path, demo_root: Path, tmp_path: Path
+) -> None:
+    result = _run(checkpoint, shards, demo_root, tmp_path, "ref-davis17", "valid")
+    for k in range(4):
+        assert (tmp_path / "predictions" / f"anno_{k}").is_dir()
+    davis_root = demo_root / "raw" / "ref-davis" / "DAVIS"
+    rescored = layouts.score_ref_davis17(tmp_path / "predictions", davis_root)
+    for key in ("J", "F", "J&F"):
+        assert result.metrics[key] == pytest.approx(rescored.summary[key], abs=1e-9)
+    assert result.metrics["n_sets"] == 4
+    assert result.submission is None
+    labels = np.unique(read_png(next((tmp_path / "predictions" / "anno_0").rglob("*.png"))))
+    assert set(labels.tolist()) <= set(range(0, 21))  # object ids, background 0
+
+
+@pytest.mark.slow
+def test_mevis_heldout_and_refcoco(
+    checkpoint: Path, shards: Path, demo_root: Path, tmp_path: Path
+) -> None:
+    mevis = _run(checkpoint, shards, demo_root, tmp_path / "mevis", "mevis", "valid")
+    rescored = layouts.score_mevis(
+        tmp_path / "mevis" / "predictions", demo_root / "heldout" / "mevis" / "valid"
+    )
+    assert mevis.metrics["J&F"] == pytest.approx(rescored.summary["J&F"], abs=1e-9)
+    assert mevis.submission is not None and mevis.submission.name == "submission.zip"
+    coco = _run(checkpoint, shards, demo_root, tmp_path / "coco", "refcoco", "val")
+    assert {"mIoU", "oIoU", "prec@0.5"} <= set(coco.metrics)
+    n_sentences = sum(len(v.expressions) for v in iter_eval_videos(shards / "refcoco" / "val"))
+    assert len(list((tmp_path / "coco" / "predictions").glob("*.png"))) == n_sentences
+
+
+def test_one_encoder_pass_per_frame_for_all_expressions(
+    cfg: RefSAMConfig, shards: Path, tmp_path: Path
+) -> None:
+    model = build_model(cfg)
+    calls = []
+    model.image_encoder.register_forward_hook(lambda *_: calls.append(1))
+    result = evaluate_model(model, "ref-youtube-vos", "valid", shards=shards, out=tmp_path, device="cpu",
+                            overlays=0, progress=False)  # fmt: skip
+    frames = sum(len(v.frame_names) for v in iter_eval_videos(shards / "ref-youtube-vos" / "valid"))
+    assert result.frames == frames
+    assert len(calls) == 0 or len(calls) == frames  # the block-wise path bypasses forward()
+    assert "J&F" not in result.metrics  # no held-out GT given: predictions only
+
+
+def test_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(DataError, match="no shards of ref-davis17/valid"):
+        evaluate(checkpoint, "ref-davis17", "valid", shards=tmp_path, out=tmp_path / "o")
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "kitti", "--split", "valid",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(args) == 2
+    assert "kitti" in capsys.readouterr().err
+    args = ["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--dataset", "ref-davis17",
+            "--split", "valid", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(args) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

@@ -1,0 +1,93 @@
+"""Fast checks of the flows' helpers: config splits, selection parsing, retry rule,
+torchrun command line, MLflow UI links and the pipeline CLI's error path."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.common import (
+    is_transient_io,
+    load_flow_config,
+    mlflow_run_url,
+    mlflow_ui_command,
+    parse_selection,
+    required_splits,
+    with_run_name,
+)
+from flows.train import DEFAULT_TORCHRUN_ARGS, TORCHRUN_ARGS_ENV, torchrun_command
+from refsam.cli import main
+from refsam.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_required_splits_are_training_then_eval_sets_without_repeats() -> None:
+    cfg = load_flow_config(REPO / "configs/demo-tiny-cpu.yaml")
+    assert [s.tag for s in required_splits(cfg)] == [
+        "refcoco/train",
+        "refcoco+/train",
+        "refcocog/train",
+        "ref-youtube-vos/train",
+        "ref-davis17/valid",
+        "ref-youtube-vos/valid",
+    ]
+    renamed = with_run_name(cfg, "demo-x")
+    assert renamed.train.run_name == "demo-x" and cfg.train.run_name == "demo-tiny-cpu"
+
+
+def test_parse_selection() -> None:
+    assert parse_selection("ref-davis17/valid/J&F") == ("ref-davis17", "valid", "J&F")
+    for bad in ("J&F", "ref-davis17/J&F", "ref-davis17//J&F"):
+        with pytest.raises(ConfigError, match="expected <dataset>/<split>/<metric>"):
+            parse_selection(bad)
+
+
+def test_only_transient_io_errors_are_retried() -> None:
+    assert is_transient_io(ConnectionResetError("peer reset"))
+    assert is_transient_io(TimeoutError("slow disk"))
+    assert is_transient_io(OSError(5, "I/O error"))
+    assert not is_transient_io(FileNotFoundError("missing.pt"))
+    assert not is_transient_io(PermissionError("read-only"))
+    assert not is_transient_io(ValueError("bad value"))
+    assert not is_transient_io(ConfigError("bad key"))
+
+
+def test_torchrun_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(TORCHRUN_ARGS_ENV, raising=False)
+    cmd = torchrun_command(tmp_path / "c.yaml", tmp_path / "r.json", 4, "abc", "sqlite:////x.db")
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert cmd[3 : 3 + len(DEFAULT_TORCHRUN_ARGS)] == list(DEFAULT_TORCHRUN_ARGS)
+    assert "--nproc-per-node=4" in cmd and cmd[cmd.index("-m", 3) + 1] == "flows.train"
+    assert cmd[-4:] == ["--run-id", "abc", "--tracking-uri", "sqlite:////x.db"]
+    monkeypatch.setenv(
+        TORCHRUN_ARGS_ENV, "--nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=node0:29400"
+    )
+    multi = torchrun_command(tmp_path / "c.yaml", tmp_path / "r.json", 8, None, None)
+    assert multi[3:6] == ["--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=node0:29400"]
+    assert "--standalone" not in multi and "--run-id" not in multi
+
+
+def test_mlflow_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REFSAM_MLFLOW_UI", raising=False)
+    local = "sqlite:////p/mlruns/mlflow.db"
+    assert mlflow_run_url(local, "3", "r1") == "http://127.0.0.1:5000/#/experiments/3/runs/r1"
+    assert (
+        mlflow_run_url("http://mlflow:5000/", "3", "r1")
+        == "http://mlflow:5000/#/experiments/3/runs/r1"
+    )
+    assert "--backend-store-uri sqlite:////p/mlruns/mlflow.db" in mlflow_ui_command(local)
+    monkeypatch.setenv("REFSAM_MLFLOW_UI", "http://ui:8080")
+    assert mlflow_run_url(local, "1", "r").startswith("http://ui:8080/#/")
+
+
+def test_pipeline_cli_rejects_a_bad_config_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["pipeline", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    args = ["pipeline", "--config", str(REPO / "configs/smoke.yaml"), "--set", "train.nope=1"]
+    assert main(args) == 2
+    assert "unknown key 'train.nope'" in capsys.readouterr().err

@@ -1,0 +1,235 @@
+"""The retrain / evaluate flows end to end on a real ephemeral Prefect server and a real
+MLflow sqlite store (tmp), with configs/smoke.yaml on the tiny demo data.
+
+One module-scoped history runs the retrain flow three times into one registry. Masks are
+thresholded at the extremes so the scores depend on the data, not on four training steps:
+at 0.9999 nothing is predicted (J&F = the share of object-frames where the object is
+absent), at 0.0001 every pixel whose object probability beats the 0.1 background is.
+1. ingest through a local Dask cluster (prefect-dask), train, evaluate both eval sets
+   (threshold 0.9999) → the first champion;
+2. the same again through `refsam pipeline --no-ingest` (selection set only) → a tie:
+   the champion is kept;
+3. threshold 0.0001 on re-ingested eval data (shard size 1 → another manifest hash) →
+   the champion is first re-scored on the new data, then the worse candidate loses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from refsam.cli import main
+from refsam.config import TrackingConfig
+from refsam.tracking.provenance import metric_key
+
+pytestmark = pytest.mark.slow
+
+CONFIG = "configs/smoke.yaml"
+SELECTION = "ref-davis17/valid/J&F"
+
+
+@dataclass
+class History:
+    work: Path
+    tracking: TrackingConfig
+    runs: list  # RetrainOutcome of runs 1 and 3, the printed summary of run 2 (CLI)
+
+    def client(self):  # noqa: ANN201
+        from refsam.tracking import get_client
+
+        return get_client(self.tracking)
+
+
+def smoke_overrides(demo_root: Path, work: Path, shards: str = "shards", *extra: str) -> list[str]:
+    return [
+        f"data.raw_root={demo_root / 'raw'}",
+        f"data.shards_root={work / shards}",
+        f"data.heldout_root={demo_root / 'heldout'}",
+        f"train.output_dir={work / 'outputs'}",
+        f"tracking.uri=sqlite:///{work / 'mlruns' / 'mlflow.db'}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def history(
+    prefect_harness: Path, demo_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> History:
+    from distributed import LocalCluster
+
+    from flows.retrain import retrain_flow
+
+    work = tmp_path_factory.mktemp("retrain")
+    tracking = TrackingConfig(uri=f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
+    runs = []
+    empty = ["eval.mask_threshold=0.9999"]
+    davis_only = ["eval.sets=[{dataset: ref-davis17, split: valid}]"]
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+    ) as cluster:
+        first = smoke_overrides(demo_root, work, "shards", *empty)
+        runs.append(retrain_flow(CONFIG, first, dask_address=cluster.scheduler_address))
+    second = ["pipeline", "--config", CONFIG, "--no-ingest"]  # the CLI; shards of run 1
+    for override in smoke_overrides(demo_root, work, "shards", *empty, *davis_only):
+        second += ["--set", override]
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(second) == 0
+    runs.append(printed.getvalue())
+    full = ["data.shard_size=1", "eval.mask_threshold=0.0001", *davis_only]
+    runs.append(retrain_flow(CONFIG, smoke_overrides(demo_root, work, "shards-b", *full)))
+    return History(work, tracking, runs)
+
+
+def test_first_run_trains_evaluates_and_takes_champion(history: History) -> None:
+    first = history.runs[0]
+    assert [s["dataset"] + "/" + s["split"] for s in first.ingest] == [
+        "refcoco/train",
+        "ref-youtube-vos/train",
+        "ref-davis17/valid",
+        "ref-youtube-vos/valid",
+    ]
+    assert all(s["shards"] >= 1 and s["quarantined"] == 0 for s in first.ingest)
+    assert [e.tag for e in first.evals] == ["ref-davis17/valid", "ref-youtube-vos/valid"]
+    assert all(e.ok and 0.0 <= e.metrics["J&F"] <= 1.0 for e in first.evals)
+    ytvos = first.evals[1]
+    assert ytvos.submission and Path(ytvos.submission).is_file()
+    assert Path(first.train.checkpoint).is_file() and first.train.steps == 4
+    assert first.train.total_trainable > 0 and first.timings["total"] > 0
+    d = first.decision
+    assert d.promoted and d.version == "1" and d.champion_version is None
+    assert d.champion_uri == "models:/refsam@champion" and Path(d.champion_checkpoint).is_file()
+    assert d.value == first.evals[0].metrics["J&F"]
+    assert first.train.mlflow_url.endswith(f"/runs/{first.train.mlflow_run_id}")
+
+
+def test_training_run_holds_params_metrics_artifacts_and_decision(history: History) -> None:
+    client = history.client()
+    first = history.runs[0]
+    run = client.get_run(first.train.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == first.train.run_name
+    assert run.data.params["train.lr"] == "0.001" and run.data.params["model.variant"] == "tiny"
+    assert int(run.data.params["trainable_params"]) == first.train.total_trainable
+    jf = run.data.metrics[metric_key(f"eval/{SELECTION}")]
+    assert jf == pytest.approx(first.decision.value)
+    assert run.data.metrics["selection/candidate"] == pytest.approx(first.decision.value)
+    assert run.data.tags["champion.promoted"] == "true"
+    assert "train/loss" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model"} <= artifacts
+    evals = client.search_runs(
+        [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+    )
+    assert sorted(r.data.tags["refsam.eval_set"] for r in evals) == [
+        "ref-davis17/valid",
+        "ref-youtube-vos/valid",
+    ]
+    assert all(r.info.status == "FINISHED" and "J_and_F" in r.data.metrics for r in evals)
+
+
+def test_a_tie_keeps_the_champion(history: History) -> None:
+    first, printed = history.runs[0], history.runs[1]
+    value = f"{first.decision.value:.4f}"
+    assert "==> pipeline summary" in printed and f"ref-davis17/valid  {value}" in printed
+    assert "champion: kept" in printed and "tie with champion v1" in printed
+    assert "refsam predict --checkpoint" in printed and "mlflow ui --backend-store-uri" in printed
+    client = history.client()
+    tags = client.get_model_version("refsam", "2").tags
+    assert tags["decision.promoted"] == "false" and "tie" in tags["decision.reason"]
+    assert (
+        float(tags["decision.value"])
+        == float(tags["decision.champion_value"])
+        == first.decision.value
+    )
+    second_run = client.get_run(client.get_model_version("refsam", "2").run_id)
+    assert second_run.info.run_id != first.train.mlflow_run_id  # a new MLflow run
+    assert second_run.info.run_name != first.train.run_name  # and a new run directory
+    assert second_run.data.tags["champion.promoted"] == "false"
+
+
+def test_a_worse_model_rescored_champion_keeps_alias(history: History) -> None:
+    first, third = history.runs[0], history.runs[2]
+    d = third.decision
+    assert d.manifest_hash != first.decision.manifest_hash  # other eval data (shard size 1)
+    assert d.champion_rescored and d.champion_version == "1"
+    assert d.champion_value == pytest.approx(first.decision.value)  # same videos, same model
+    assert d.value < d.champion_value, (
+        f"precondition: on the tiny demo data J&F at threshold 0.0001 ({d.value}) should be below "
+        f"J&F at 0.9999 ({d.champion_value}); if the demo data changed, swap the two thresholds"
+    )
+    assert not d.promoted and "champion kept" in d.reason
+    client = history.client()
+    model = client.get_registered_model("refsam")
+    assert str(model.aliases["champion"]) == "1"
+    tags = client.get_model_version("refsam", "3").tags
+    assert (
+        tags["decision.promoted"] == "false"
+        and float(tags["decision.champion_value"]) == d.champion_value
+    )
+    champion_tags = client.get_model_version("refsam", "1").tags
+    assert champion_tags["eval.manifest_hash"] == d.manifest_hash  # the re-score was stored
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'refsam'")) == [
+        1,
+        2,
+        3,
+    ]
+
+
+def test_evaluate_flow_reports_a_failing_set_and_scores_the_rest(
+    history: History, demo_root: Path
+) -> None:
+    from flows.evaluate import EvalSetsFailed, evaluate_flow
+
+    work = history.work
+    overrides = smoke_overrides(demo_root, work)
+    with pytest.raises(
+        EvalSetsFailed,
+        match=r"1 eval set\(s\) failed: mevis/valid: DataError: .*no shards of mevis/valid",
+    ):
+        evaluate_flow(
+            "models:/refsam@champion",
+            CONFIG,
+            overrides,
+            sets=["mevis/valid", "ref-davis17/valid"],
+            out=str(work / "eval-champion"),
+        )
+    metrics = work / "eval-champion" / "ref-davis17-valid" / "metrics.json"
+    assert metrics.is_file()  # the good set was still scored
+
+
+def test_train_flow_launches_torchrun_when_devices_gt_1(
+    prefect_harness: Path, demo_root: Path, tmp_path: Path
+) -> None:
+    """train.devices=2 on CPU: two gloo ranks under torchrun; rank 0 logs to the flow's run.
+    (model.tracking=false: with frames_per_clip=1 the track token gets no gradient and DDP
+    runs with find_unused_parameters=False.)"""
+    from flows.retrain import ingest_splits
+    from flows.train import train_flow
+    from refsam.config import load_config
+    from refsam.tracking import get_client
+
+    overrides = smoke_overrides(
+        demo_root,
+        tmp_path,
+        "shards",
+        "data.shard_size=1",
+        "train.devices=2",
+        "train.device=cpu",
+        "eval.sets=[]",
+        "model.tracking=false",
+    )
+    ingest_splits(load_config(CONFIG, overrides))
+    outcome = train_flow(CONFIG, overrides, run_name="ddp")
+    assert outcome.devices == 2 and outcome.steps == 4 and outcome.run_name == "ddp"
+    assert Path(outcome.checkpoint).is_file() and outcome.checkpoint.startswith(
+        str(tmp_path / "outputs" / "ddp")
+    )
+    assert outcome.stages[0]["clips"] == 2 * 2 * 2  # batch 2 × 2 steps × 2 ranks
+    run = get_client(TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")).get_run(
+        outcome.mlflow_run_id
+    )
+    assert run.info.status == "FINISHED" and "train/loss" in run.data.metrics
+    assert run.data.params["train.devices"] == "2"

@@ -1,0 +1,95 @@
+"""DDP on CPU: two gloo processes train in step, rank 0 alone logs and writes checkpoints."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from refsam.config import RefSAMConfig, config_from_dict
+from refsam.errors import ConfigError, DataError
+from refsam.train.distributed import DistEnv, init_distributed, resolve_device, wrap_model
+from refsam.train.loop import BatchStream
+
+STAGES = (
+    "train.stages=[{name: pre, datasets: [{dataset: refcoco, split: train}], steps: 2, batch_size: 2, frames_per_clip: 1},"
+    " {name: fine, datasets: [{dataset: ref-youtube-vos, split: train}], steps: 2, batch_size: 1, frames_per_clip: 2}]"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, cfg_json: dict, out: str) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    from refsam.train.logging import MemoryRunLogger
+    from refsam.train.runner import train
+
+    logger = MemoryRunLogger(run_id=f"run-{rank}")
+    result = train(config_from_dict(cfg_json), logger=logger)
+    state = {k: v.detach().clone() for k, v in result.model.trainable_state_dict().items()}
+    torch.save(
+        {"state": state, "logged": len(logger.metrics), "steps": result.steps},
+        f"{out}/rank{rank}.pt",
+    )
+
+
+def test_world_of_one_needs_no_process_group() -> None:
+    env = init_distributed("cpu")
+    assert env == DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    model = torch.nn.Linear(2, 2)
+    assert wrap_model(model, env) is model
+    assert not torch.distributed.is_initialized()
+
+
+def test_device_choice() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_fewer_shards_than_ranks_is_a_clear_error(make_config: Callable[..., RefSAMConfig]) -> None:
+    cfg = make_config()
+    shards = Path(cfg.data.shards_root) / "ref-youtube-vos" / "train"  # 2 shards
+    stream = BatchStream(
+        [shards], img_size=64, frames_per_clip=1, batch_size=1, seed=0, rank=0, world_size=3
+    )
+    with pytest.raises(DataError, match="every rank and worker needs at least one shard"):
+        stream.next()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_stays_in_sync(
+    make_config: Callable[..., RefSAMConfig], tmp_path: Path
+) -> None:
+    cfg = make_config(STAGES, "eval.sets=[]", "train.checkpoint_every=1", "train.keep_last=10",
+                      "train.run_name=ddp")  # fmt: skip
+    out = tmp_path / "ranks"
+    out.mkdir()
+    mp.start_processes(
+        _worker, args=(2, _free_port(), cfg.model_dump(mode="json"), str(out)), nprocs=2,
+        join=True, start_method="spawn",
+    )  # fmt: skip
+    rank0 = torch.load(out / "rank0.pt", weights_only=True)
+    rank1 = torch.load(out / "rank1.pt", weights_only=True)
+    assert rank0["steps"] == rank1["steps"] == 4
+    assert rank0["state"].keys() == rank1["state"].keys()
+    for key, value in rank0["state"].items():
+        assert torch.equal(value, rank1["state"][key]), f"{key} differs between ranks"
+    assert rank0["logged"] > 0 and rank1["logged"] == 0  # only rank 0 logs
+    checkpoints = sorted(p.name for p in (tmp_path / "outputs" / "ddp" / "checkpoints").iterdir())
+    assert checkpoints == sorted([f"step-{s:08d}.pt" for s in range(1, 5)] + ["best.pt"])

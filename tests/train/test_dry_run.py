@@ -1,0 +1,111 @@
+"""``refsam train --dry-run`` on every shipped config (the real ViT recipes included).
+
+The real recipes name files absent here: the official SAM checkpoint (replaced by a fake
+one with every SAM key at its real shape, see conftest ``fake_sam_checkpoint``), the T5-3B
+text encoder (replaced by the packaged MiniLM) and, for fine-tuning, the stage-1
+checkpoint (``train.init_from`` cleared). Data paths point at the tiny demo shards.
+Everything else — variant sizes, adapters, learning rates, stages — is the recipe's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from refsam.cli import main
+from refsam.config import RefSAMConfig, load_config
+from refsam.errors import ConfigError
+from refsam.modeling.checkpoint import SamCheckpointError
+from refsam.train.runner import train
+
+from .conftest import CONFIGS, fake_sam_checkpoint
+
+SHIPPED = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+REAL = [name for name in SHIPPED if name.startswith("refsam-vit")]
+
+
+def test_every_recipe_is_shipped() -> None:
+    for size in ("vitb", "vitl", "vith"):
+        assert f"refsam-{size}-pretrain-refcoco.yaml" in REAL
+        assert f"refsam-{size}-finetune-ytvos.yaml" in REAL
+    assert {"smoke.yaml", "demo-tiny-cpu.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "demo-tiny-cpu.yaml"])
+def test_dry_run_tiny_configs(
+    name: str, make_config: Callable[..., RefSAMConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = make_config(name=name)
+    result = train(cfg, dry_run=True)
+    assert result.dry_run and result.steps == 0
+    assert not result.run_dir.exists()  # nothing written
+    out = capsys.readouterr().out
+    assert "first batch frames" in out and "trainable" in out
+    assert set(result.trainable_params) >= {"cross_modal_mlp", "dense", "tracking", "mask_decoder"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REAL)
+def test_dry_run_real_recipes_with_stand_ins(
+    name: str, make_config: Callable[..., RefSAMConfig], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    recipe = load_config(CONFIGS / name)
+    assert (
+        recipe.model.adapters and recipe.train.lr == 1e-4 and recipe.train.lr_mask_decoder == 1e-6
+    )
+    assert "image_encoder" not in recipe.model.trainable  # frozen SAM
+    assert all(stage.frames_per_clip == 3 for stage in recipe.train.stages)
+    sam = fake_sam_checkpoint(recipe.model.variant, tmp_path / "fake_sam.pth")
+    assert sam.stat().st_size < 5_000_000
+    cfg = make_config(
+        f"model.sam_checkpoint={sam}", "model.text_encoder=null", "train.init_from=null", name=name
+    )
+    result = train(cfg, dry_run=True)
+    out = capsys.readouterr().out
+    assert "keys and shapes match" in out and "meta device" in out
+    trainable = sum(result.trainable_params.values())
+    total = sum(total for total, _ in result.parameter_counts.values())
+    assert 0 < trainable < total / 5  # parameter-efficient: SAM frozen
+    assert "adapters" in result.trainable_params
+
+
+def test_missing_inputs_are_listed_together(
+    make_config: Callable[..., RefSAMConfig], tmp_path: Path
+) -> None:
+    cfg = make_config(
+        f"data.shards_root={tmp_path / 'nothing'}", name="refsam-vitb-finetune-ytvos.yaml"
+    )
+    with pytest.raises(ConfigError) as info:
+        train(cfg, dry_run=True)
+    message = str(info.value)
+    for needle in ("model.sam_checkpoint", "model.text_encoder", "train.init_from", "train.stages[0]",
+                   "eval.sets", "refsam ingest"):  # fmt: skip
+        assert needle in message
+
+
+def test_wrong_sam_checkpoint_is_named(
+    make_config: Callable[..., RefSAMConfig], tmp_path: Path
+) -> None:
+    wrong = fake_sam_checkpoint("vit_b", tmp_path / "vit_b.pth")
+    cfg = make_config(f"model.sam_checkpoint={wrong}", "model.text_encoder=null", "train.init_from=null",
+                      name="refsam-vitl-pretrain-refcoco.yaml")  # fmt: skip
+    with pytest.raises(SamCheckpointError, match="vit_b.pth: does not match"):
+        train(cfg, dry_run=True)
+
+
+def test_cli_dry_run_exit_codes(
+    make_config: Callable[..., RefSAMConfig], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = make_config()
+    args = ["train", "--config", str(CONFIGS / "smoke.yaml"), "--dry-run", "--device", "cpu",
+            "--set", f"data.heldout_root={cfg.data.heldout_root}", "--set", "tracking.enabled=false",
+            "--set", f"train.output_dir={tmp_path}", "--set", f"data.shards_root={cfg.data.shards_root}"]  # fmt: skip
+    assert main(args) == 0
+    assert "dry run ok" in capsys.readouterr().out
+    bad = [*args[:-2], "--set", f"data.shards_root={tmp_path / 'missing'}"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refsam: error:") and "no shards at" in err
