@@ -84,3 +84,33 @@ def test_predict_bad_input_is_exit_2(
     assert main([*base, "--video", str(tmp_path), "--text", "  "]) == 2
     assert "empty expression" in capsys.readouterr().err
     assert main([*base, "--video", str(tmp_path)]) == 2  # --text is required
+
+
+@pytest.mark.slow
+def test_predict_from_the_registry_champion(
+    checkpoint: Path,
+    frames_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from refsam.tracking import promote_if_better, register_checkpoint, start_training_run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(CONFIG)
+    run = start_training_run(cfg, system_metrics=False)
+    version = register_checkpoint(run.run_id, checkpoint, cfg, {"J&F": 0.5})
+    run.end()
+    assert promote_if_better(cfg.tracking.registered_model, version, 0.5, None).promoted
+    uri = f"models:/{cfg.tracking.registered_model}@champion"
+    out = tmp_path / "pred"
+    args = ["predict", "--model", uri, "--video", str(frames_dir), "--text", "a red circle"]
+    assert main([*args, "--out", str(out), "--device", "cpu"]) == 0
+    n_frames = len(list(frames_dir.glob("*.jpg")))
+    assert len(list((out / "masks").rglob("*.png"))) == n_frames
+    # an alias that does not exist is bad input: exit 2, one line
+    capsys.readouterr()
+    bad = ["predict", "--model", f"models:/{cfg.tracking.registered_model}@nope"]
+    assert main([*bad, "--video", str(frames_dir), "--text", "x", "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -29,7 +29,13 @@ def register(subparsers: Any) -> None:
             "writes per-frame PNG masks per expression, an overlay .webm and a contact sheet."
         ),
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (.pt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="training checkpoint (.pt)")
+    source.add_argument(
+        "--model",
+        help="registered model, e.g. models:/refsam@champion or models:/refsam/3 (MLflow store "
+        "from MLFLOW_TRACKING_URI or the project's mlruns/)",
+    )
     parser.add_argument("--video", type=Path, required=True, help="frame folder or video file")
     parser.add_argument(
         "--text", action="append", required=True, help="referring expression (repeatable)"
@@ -69,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--text: empty expression")
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UserError(f"--threshold {args.threshold}: expected a value in (0, 1)")
-    model, cfg = load_model_from_checkpoint(args.checkpoint, device="cpu")
+    checkpoint = args.checkpoint
+    if args.model is not None:
+        from refsam.tracking import resolve_model_uri
+
+        checkpoint = resolve_model_uri(args.model)
+    model, cfg = load_model_from_checkpoint(checkpoint, device="cpu")
     threshold = args.threshold if args.threshold is not None else cfg.eval.mask_threshold
     predictor = OnlinePredictor(model, device=args.device, threshold=threshold)
     names, count = frame_names(args.video)
