@@ -10,14 +10,19 @@ from refsam.modeling.hierarchical_dense_attention import DenseAttention, Hierarc
 from refsam.modeling.tracking import ImplicitTrackingModule
 
 
-def test_cross_modal_mlp_shapes_and_unit_norm():
+def test_cross_modal_mlp_shapes_and_scaled_unit_norm():
     mlp = CrossModalMLP(text_dim=384, prompt_dim=64)
     linears = [m for m in mlp.layers if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(384, 192), (192, 192), (192, 64)]
     words = mlp(torch.randn(2, 7, 384))
     sentence = mlp(torch.randn(2, 384))
     assert words.shape == (2, 7, 64) and sentence.shape == (2, 64)
-    assert torch.allclose(words.norm(dim=-1), torch.ones(2, 7), atol=1e-5)
+    # unit vectors times one learned scale, initialised at sqrt(C) = 8
+    assert torch.allclose(words.norm(dim=-1), torch.full((2, 7), 8.0), atol=1e-4)
+    assert torch.allclose(sentence.norm(dim=-1), torch.full((2,), 8.0), atol=1e-4)
+    with torch.no_grad():
+        mlp.scale.fill_(2.0)
+    assert torch.allclose(mlp(torch.randn(3, 384)).norm(dim=-1), torch.full((3,), 2.0), atol=1e-4)
 
 
 def test_dense_attention_ignores_padding_tokens():
