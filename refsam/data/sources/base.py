@@ -215,6 +215,30 @@ class Source(ABC):
         src = self.rel(source) if isinstance(source, Path) else source
         return QuarantineItem(reason=reason, unit=unit, source=src, message=message, **ids)
 
+    def read_label_maps(
+        self, mask_dir: Path, video: str, names: list[str], size: tuple[int, int]
+    ) -> tuple[list[Path], list[Any]] | QuarantineItem:
+        """Palette label maps ``mask_dir/<video>/<name>.png`` of every frame, each of the
+        frame size; the first missing, unreadable or wrong-size one quarantines the video."""
+        paths: list[Path] = []
+        maps: list[Any] = []
+        for name in names:
+            path = mask_dir / video / f"{name}.png"
+            paths.append(path)
+            try:
+                labels = read_label_map(path)
+            except FileNotFoundError:
+                message = f"mask of frame {name} is missing"
+                return self.quarantine("missing_mask", "video", path, message, video=video)
+            except ValueError as exc:
+                message = f"frame {name}: {exc}"
+                return self.quarantine("bad_mask", "video", path, message, video=video)
+            if labels.shape != size:
+                message = f"mask {labels.shape[0]}×{labels.shape[1]} ≠ frame {size[0]}×{size[1]}"
+                return self.quarantine("mask_size", "video", path, message, video=video)
+            maps.append(labels)
+        return paths, maps
+
     def read_frames(
         self, video: str, names: list[str], paths: list[Path]
     ) -> tuple[list[bytes], tuple[int, int]] | QuarantineItem:

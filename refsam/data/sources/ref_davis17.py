@@ -14,7 +14,6 @@ from refsam.data.sources.base import (
     LoadResult,
     Source,
     natural_key,
-    read_label_map,
     require_dir,
 )
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem
@@ -198,50 +197,10 @@ class RefDAVIS17(Source):
         if isinstance(loaded, QuarantineItem):
             return LoadResult(None, [loaded, *quarantined])
         frames, size = loaded
-        labels_per_frame: list[np.ndarray] = []
-        mask_paths = [self.mask_dir / video / f"{n}.png" for n in names]
-        for name, path in zip(names, mask_paths, strict=True):
-            try:
-                labels = read_label_map(path)
-            except FileNotFoundError:
-                return LoadResult(
-                    None,
-                    [
-                        *quarantined,
-                        self.quarantine(
-                            "missing_mask",
-                            "video",
-                            path,
-                            f"mask of frame {name} is missing",
-                            video=video,
-                        ),
-                    ],
-                )
-            except ValueError as exc:
-                return LoadResult(
-                    None,
-                    [
-                        *quarantined,
-                        self.quarantine(
-                            "bad_mask", "video", path, f"frame {name}: {exc}", video=video
-                        ),
-                    ],
-                )
-            if labels.shape != size:
-                return LoadResult(
-                    None,
-                    [
-                        *quarantined,
-                        self.quarantine(
-                            "mask_size",
-                            "video",
-                            path,
-                            f"mask {labels.shape[0]}×{labels.shape[1]} ≠ frame {size[0]}×{size[1]}",
-                            video=video,
-                        ),
-                    ],
-                )
-            labels_per_frame.append(labels)
+        read = self.read_label_maps(self.mask_dir, video, names, size)
+        if isinstance(read, QuarantineItem):
+            return LoadResult(None, [*quarantined, read])
+        mask_paths, labels_per_frame = read
         present = set(np.unique(np.stack(labels_per_frame)).tolist()) - {0, VOID}
         obj_ids = sorted(
             {str(i) for i in present} | {e.obj_ids[0] for e in expressions}, key=natural_key

@@ -14,7 +14,6 @@ from refsam.data.sources.base import (
     check_text,
     load_json,
     natural_key,
-    read_label_map,
     require_dir,
     require_type,
 )
@@ -144,49 +143,11 @@ class RefYouTubeVOS(Source):
             meta_objects = self.objects_meta.get(video, {}).get("objects", {}) or {}
             obj_ids = sorted(set(obj_ids) | {str(i) for i in meta_objects}, key=natural_key)
             masks: dict[str, list] = {i: [] for i in obj_ids}
-            for name in names:
-                path = self.mask_dir / video / f"{name}.png"
-                mask_paths.append(path)
-                try:
-                    labels = read_label_map(path)
-                except FileNotFoundError:
-                    return LoadResult(
-                        None,
-                        [
-                            *quarantined,
-                            self.quarantine(
-                                "missing_mask",
-                                "video",
-                                path,
-                                f"mask of frame {name} is missing",
-                                video=video,
-                            ),
-                        ],
-                    )
-                except ValueError as exc:
-                    return LoadResult(
-                        None,
-                        [
-                            *quarantined,
-                            self.quarantine(
-                                "bad_mask", "video", path, f"frame {name}: {exc}", video=video
-                            ),
-                        ],
-                    )
-                if labels.shape != size:
-                    return LoadResult(
-                        None,
-                        [
-                            *quarantined,
-                            self.quarantine(
-                                "mask_size",
-                                "video",
-                                path,
-                                f"mask {labels.shape[0]}×{labels.shape[1]} ≠ frame {size[0]}×{size[1]}",
-                                video=video,
-                            ),
-                        ],
-                    )
+            read = self.read_label_maps(self.mask_dir, video, names, size)
+            if isinstance(read, QuarantineItem):
+                return LoadResult(None, [*quarantined, read])
+            mask_paths, label_maps = read
+            for labels in label_maps:
                 for obj_id in obj_ids:
                     binary = labels == _label(obj_id)
                     masks[obj_id].append(encode_mask(binary) if binary.any() else None)
