@@ -6,17 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from refsam.commands._types import positive_int
 from refsam.errors import UserError
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise UserError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -41,7 +32,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    parser.add_argument("--max-videos", type=_positive, help="only the first N videos (quick look)")
+    parser.add_argument(
+        "--max-videos", type=positive_int, help="only the first N videos (quick look)"
+    )
     parser.set_defaults(func=run)
 
 

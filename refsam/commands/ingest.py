@@ -6,20 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from refsam.commands._types import positive_int
 from refsam.data.shards import DEFAULT_SHARD_SIZE, IngestSummary, ingest
 from refsam.data.sources import dataset_names, raw_dir_name, source_class
 from refsam.errors import UserError
-
-
-def _positive(text: str) -> int:
-    """argparse type: a positive integer (argparse names the option in the error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -41,11 +31,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="shards root, e.g. datasets/shards")
     parser.add_argument(
-        "--workers", type=_positive, default=1, help="parallel shard writers (default 1)"
+        "--workers", type=positive_int, default=1, help="parallel shard writers (default 1)"
     )
     parser.add_argument(
         "--shard-size",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_SHARD_SIZE,
         help=f"videos per shard (default {DEFAULT_SHARD_SIZE})",
     )

@@ -5,17 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from refsam.errors import UserError
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserError(f"--text-width must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise UserError(f"--text-width must be a positive integer, got {value}")
-    return value
+from refsam.commands._types import positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -33,7 +23,7 @@ def register(subparsers: Any) -> None:
     info.add_argument("variant", help="tiny, vit_b, vit_l or vit_h")
     info.add_argument(
         "--text-width",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="size the Cross-Modal MLP for a text encoder of this width (e.g. 1024 for "
         "T5-3B) without loading one",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from refsam.errors import UserError
+from refsam.commands._types import positive_int
 
 FIELDS = [
     ("run", "run_name"),
@@ -23,16 +23,6 @@ FIELDS = [
 MAX_CELL = 34
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserError(f"--last must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise UserError(f"--last must be a positive integer, got {value}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add ``runs`` with its ``compare`` subcommand."""
     parser = subparsers.add_parser("runs", help="inspect MLflow training runs")
@@ -48,7 +38,7 @@ def register(subparsers: Any) -> None:
             "params, lr, frames per clip, data versions and J/F/J&F per eval set."
         ),
     )
-    compare.add_argument("--last", type=_positive, default=5, help="number of runs (default 5)")
+    compare.add_argument("--last", type=positive_int, default=5, help="number of runs (default 5)")
     compare.add_argument("--experiment", default=None, help="experiment name (default: all)")
     compare.add_argument(
         "--tracking-uri", default=None, help="MLflow tracking URI (overrides the default)"

@@ -30,7 +30,8 @@ def test_info_vit_b_with_1024_text_width(capsys):
         "total",
     }
     assert rows["image_encoder"] == (89_670_912, 0)  # SAM ViT-B encoder, frozen
-    assert rows["cross_modal_mlp"][1] == 1024 * 512 + 512 + 512 * 512 + 512 + 512 * 256 + 256
+    linears = 1024 * 512 + 512 + 512 * 512 + 512 + 512 * 256 + 256
+    assert rows["cross_modal_mlp"][1] == linears + 1  # + the learned output scale
     assert rows["total"][1] == sum(t for name, (_, t) in rows.items() if name != "total")
     assert 8.91e6 <= rows["total"][1] <= 10.89e6  # within 10% of the paper's 9.9M
 

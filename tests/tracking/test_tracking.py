@@ -263,4 +263,4 @@ def test_compare_runs_and_cli(store, capsys: pytest.CaptureFixture[str]) -> None
     assert "vit_b" in out and "tiny" in out and "ref-davis17/valid J&F" in out and "0.62" in out
     assert out.index("vit_b") < out.index("tiny")  # newest first (left)
     assert main(["runs", "compare", "--last", "0"]) == 2
-    assert "--last must be a positive integer" in capsys.readouterr().err
+    assert "argument --last: expected a positive integer" in capsys.readouterr().err
