@@ -55,6 +55,9 @@ def _row(run: Run, experiment: str) -> dict[str, Any]:
             "%Y-%m-%d %H:%M"
         ),
         "variant": params.get("model.variant", "-"),
+        "dense_path": params.get("model.dense_path", "-"),
+        "tracking": params.get("model.tracking", "-"),
+        "adapters": params.get("model.adapters", "-"),
         "text_encoder": DEFAULT_TEXT_ENCODER if encoder in ("None", "") else encoder,
         "trainable_params": _trainable(params),
         "lr": float(params["train.lr"]) if "train.lr" in params else None,
@@ -81,7 +84,8 @@ def compare_runs(
 ) -> list[dict[str, Any]]:
     """The ``last`` most recent training runs (newest first) of ``experiment`` (default:
     all experiments), one dict per run: run_id, run_name, experiment, status, started,
-    variant, text_encoder, trainable_params, lr, frames_per_clip, data ({set: manifest
+    variant, dense_path, tracking, adapters (the ablation switches), text_encoder,
+    trainable_params, lr, frames_per_clip, data ({set: manifest
     hash}), git_commit, eval ({"<dataset>/<split>": {"J", "F", "J&F"}})."""
     if last <= 0:
         raise ValueError(f"last must be positive, got {last}")

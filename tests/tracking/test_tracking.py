@@ -219,7 +219,10 @@ def _finished_training(name: str, variant: str, lr: float, frames: int, jf: floa
     )
     cfg = RefSAMConfig(
         name="compare",
-        model={"variant": variant},
+        model={
+            "variant": variant,
+            "dense_path": "sentence" if variant == "tiny" else "hierarchical",
+        },
         train={"run_name": name, "lr": lr, "stages": [stage]},
     )
     with start_training_run(
@@ -251,6 +254,8 @@ def test_compare_runs_and_cli(store, capsys: pytest.CaptureFixture[str]) -> None
         1234,
     )
     assert row["text_encoder"] == "MiniLM (packaged)" and row["data"] == {"mevis/train": "hash-new"}
+    assert (rows[0]["dense_path"], rows[1]["dense_path"]) == ("hierarchical", "sentence")
+    assert rows[0]["tracking"] == "true"
     assert row["eval"]["ref-davis17/valid"] == pytest.approx({"J": 0.62, "F": 0.62, "J&F": 0.62})
     assert [r["run_id"] for r in compare_runs("compare", last=1)] == [new]
     assert all(
@@ -261,6 +266,7 @@ def test_compare_runs_and_cli(store, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["runs", "compare", "--last", "2", "--experiment", "compare"]) == 0
     out = capsys.readouterr().out
     assert "vit_b" in out and "tiny" in out and "ref-davis17/valid J&F" in out and "0.62" in out
+    assert "dense path" in out and "sentence" in out and "track token" in out
     assert out.index("vit_b") < out.index("tiny")  # newest first (left)
     assert main(["runs", "compare", "--last", "0"]) == 2
     assert "argument --last: expected a positive integer" in capsys.readouterr().err
