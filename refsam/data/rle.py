@@ -24,6 +24,15 @@ def encode_mask(mask: np.ndarray) -> RLE:
     }
 
 
+def encode_label(label_maps: list[np.ndarray], value: int) -> list[RLE | None]:
+    """Per frame, the RLE of ``label map == value`` (None where the value is absent)."""
+    masks: list[RLE | None] = []
+    for labels in label_maps:
+        binary = labels == value
+        masks.append(encode_mask(binary) if binary.any() else None)
+    return masks
+
+
 def decode_rle(rle: RLE | None, height: int, width: int) -> np.ndarray:
     """RLE (or None) → H×W bool mask (all False for None)."""
     if rle is None:

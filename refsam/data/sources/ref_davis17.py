@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refsam.data.rle import encode_mask
+from refsam.data.rle import encode_label
 from refsam.data.sources import register
 from refsam.data.sources.base import (
     LoadResult,
@@ -205,18 +205,11 @@ class RefDAVIS17(Source):
         obj_ids = sorted(
             {str(i) for i in present} | {e.obj_ids[0] for e in expressions}, key=natural_key
         )
-        objects = []
-        for obj_id in obj_ids:
-            value = int(obj_id)
-            masks = []
-            for labels in labels_per_frame:
-                binary = labels == value
-                masks.append(encode_mask(binary) if binary.any() else None)
-            objects.append(ObjectTrack(obj_id, None, masks))
-        void = []
-        for labels in labels_per_frame:
-            binary = labels == VOID
-            void.append(encode_mask(binary) if binary.any() else None)
+        objects = [
+            ObjectTrack(obj_id, None, encode_label(labels_per_frame, int(obj_id)))
+            for obj_id in obj_ids
+        ]
+        void = encode_label(labels_per_frame, VOID)
         return self.assemble(
             video=video,
             names=names,

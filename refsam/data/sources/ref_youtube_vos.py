@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refsam.data.rle import encode_mask
+from refsam.data.rle import encode_label
 from refsam.data.sources import register
 from refsam.data.sources.base import (
     DupDict,
@@ -142,17 +142,16 @@ class RefYouTubeVOS(Source):
         else:
             meta_objects = self.objects_meta.get(video, {}).get("objects", {}) or {}
             obj_ids = sorted(set(obj_ids) | {str(i) for i in meta_objects}, key=natural_key)
-            masks: dict[str, list] = {i: [] for i in obj_ids}
             read = self.read_label_maps(self.mask_dir, video, names, size)
             if isinstance(read, QuarantineItem):
                 return LoadResult(None, [*quarantined, read])
             mask_paths, label_maps = read
-            for labels in label_maps:
-                for obj_id in obj_ids:
-                    binary = labels == _label(obj_id)
-                    masks[obj_id].append(encode_mask(binary) if binary.any() else None)
             objects = [
-                ObjectTrack(i, (meta_objects.get(i) or {}).get("category"), masks[i])
+                ObjectTrack(
+                    i,
+                    (meta_objects.get(i) or {}).get("category"),
+                    encode_label(label_maps, _label(i)),
+                )
                 for i in obj_ids
             ]
         return self.assemble(
