@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +49,17 @@ class DataSplit(_Strict):
         return f"{self.dataset}/{self.split}"
 
 
+class AugmentSettings(_Strict):
+    """Training augmentation ranges (one draw per clip; ``refsam.data.transforms``)."""
+
+    flip_prob: float = Field(default=0.5, ge=0, le=1)
+    crop_prob: float = Field(default=0.5, ge=0, le=1)
+    crop_min_scale: float = Field(default=0.6, gt=0, le=1)
+    brightness: float = Field(default=0.2, ge=0, lt=1)
+    contrast: float = Field(default=0.2, ge=0, lt=1)
+    saturation: float = Field(default=0.2, ge=0, lt=1)
+
+
 class DataConfig(_Strict):
     """Where raw data and shards live, and how the loader reads them."""
 
@@ -59,6 +71,7 @@ class DataConfig(_Strict):
     loader_workers: int = Field(default=0, ge=0)
     shuffle_buffer: int = Field(default=64, ge=0)
     img_size: int | None = Field(default=None, gt=0, description="None: the model's img_size")
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
 
 class ModelConfig(_Strict):
@@ -92,6 +105,9 @@ class StageConfig(_Strict):
     steps: int = Field(gt=0)
     batch_size: int = Field(default=4, gt=0)
     frames_per_clip: int = Field(default=3, gt=0)
+    expressions_per_clip: int = Field(
+        default=1, gt=0, description="expressions of a video trained on one shared clip"
+    )
     lr: float | None = Field(default=None, gt=0, description="None: train.lr")
 
 
@@ -181,28 +197,47 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def _list_item(node: list[Any], part: str, text: str, source: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(
+            f"{source}: override {text!r}: {part!r} is not an index of a {len(node)}-entry list"
+        )
+    return int(part)
+
+
+def _element_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model of a field (``StageConfig`` for ``list[StageConfig]``), else None."""
+    if typing.get_origin(annotation) is list:
+        (annotation,) = typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
-    """Apply dotted overrides to a raw config dict; unknown sections are errors."""
+    """Apply dotted overrides (``train.lr=…``, list entries by index: ``train.stages.0.steps=…``)
+    to a raw config dict; unknown sections and indexes are errors."""
     for text in overrides:
         parts, value = parse_override(text)
         node: Any = data
         model: type[BaseModel] | None = RefSAMConfig
         for depth, part in enumerate(parts[:-1]):
-            fields = model.model_fields if model is not None else {}
-            if model is not None and part not in fields:
-                raise ConfigError(
-                    f"{source}: override {text!r}: unknown key {'.'.join(parts[: depth + 1])!r}"
-                )
-            annotation = fields[part].annotation if model is not None else None
-            model = (
-                annotation
-                if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-                else None
-            )
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            if isinstance(node, list):
+                node = node[_list_item(node, part, text, source)]
+            else:
+                fields = model.model_fields if model is not None else {}
+                if model is not None and part not in fields:
+                    raise ConfigError(
+                        f"{source}: override {text!r}: unknown key {'.'.join(parts[: depth + 1])!r}"
+                    )
+                model = _element_model(fields[part].annotation) if model is not None else None
+                node = node.setdefault(part, {})
+            if not isinstance(node, dict | list):
                 raise ConfigError(f"{source}: override {text!r}: {part!r} is not a section")
-        node[parts[-1]] = value
+        if isinstance(node, list):
+            node[_list_item(node, parts[-1], text, source)] = value
+        else:
+            node[parts[-1]] = value
     return data
 
 

@@ -3,7 +3,8 @@
 Training (:func:`build_train_loader`) is a list of named stages::
 
     shard list (seeded shuffle by (seed, epoch), split by node) → split by worker
-    → tar samples (raw bytes, no default decoders; unsafe members refused, reads retried) → one sample per expression
+    → tar samples (raw bytes, no default decoders; unsafe members refused, reads retried)
+    → one item per expression, or per group of K expressions of a video sharing one clip
     → seeded shuffle buffer → skip what a resumed run consumed
     → clip: pick T frames, decode only those JPEGs + masks, joint augmentation, resize/pad
     → batches of :class:`~refsam.data.types.ClipBatch`
@@ -33,7 +34,9 @@ from refsam.data.transforms import (
     AugmentConfig,
     augment_clip,
     flip_text,
+    geometric,
     resize_and_pad,
+    resize_and_pad_masks,
     sample_params,
 )
 from refsam.data.types import ClipBatch, EvalExpression, EvalObject, EvalVideo, MaskSequence
@@ -98,17 +101,32 @@ def _member(sample: dict[str, Any], frame_name: str) -> bytes:
     return sample[f"{frame_name}.jpg".lower()]
 
 
-def _expand_expressions(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """One video sample → one sample per expression with ground truth (frames stay bytes)."""
-    for sample in samples:
-        meta = decode_json(sample["json"])
-        objects = {o["id"]: o for o in meta["objects"]}
-        for exp in meta["expressions"]:
-            if not exp["obj_ids"] or any(
-                objects.get(i, {}).get("masks") is None for i in exp["obj_ids"]
-            ):
-                continue
-            yield {"meta": meta, "expression": exp, "sample": sample}
+def _group_expressions(per_clip: int, seed: int, epoch: int):  # noqa: ANN202
+    """One video sample → items of up to ``per_clip`` expressions with ground truth that
+    share one clip (frames stay bytes). ``per_clip`` 1: one item per expression, in file
+    order; more: the video's expressions in a (seed, epoch, video)-seeded order, chunked."""
+
+    def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for sample in samples:
+            meta = decode_json(sample["json"])
+            objects = {o["id"]: o for o in meta["objects"]}
+            usable = [
+                exp
+                for exp in meta["expressions"]
+                if exp["obj_ids"]
+                and all(objects.get(i, {}).get("masks") is not None for i in exp["obj_ids"])
+            ]
+            if per_clip > 1:
+                rng = _rng(seed, epoch, meta["dataset"], meta["split"], meta["video"], "groups")
+                usable = [usable[i] for i in rng.permutation(len(usable))]
+            for start in range(0, len(usable), per_clip):
+                yield {
+                    "meta": meta,
+                    "expressions": usable[start : start + per_clip],
+                    "sample": sample,
+                }
+
+    return stage
 
 
 def _seeded_shuffle(bufsize: int, seed: int, epoch: int, rank: int):  # noqa: ANN202
@@ -148,60 +166,86 @@ def _make_clip(
     img_size: int, frames_per_clip: int, seed: int, epoch: int, augment: AugmentConfig | None
 ):  # noqa: ANN202
     def make(item: dict[str, Any]) -> dict[str, Any]:
-        meta, exp, sample = item["meta"], item["expression"], item["sample"]
-        rng = _rng(seed, epoch, meta["dataset"], meta["split"], meta["video"], exp["exp_id"])
+        meta, exps, sample = item["meta"], item["expressions"], item["sample"]
+        rng = _rng(seed, epoch, meta["dataset"], meta["split"], meta["video"], exps[0]["exp_id"])
         indices = sample_clip_indices(len(meta["frame_names"]), frames_per_clip, rng)
         height, width = meta["height"], meta["width"]
         objects = {o["id"]: o for o in meta["objects"]}
-        cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        void = meta.get("void")
+        cache: dict[int, tuple[np.ndarray, list[np.ndarray], np.ndarray]] = {}
         for t in indices:  # decode each chosen frame once
             if t not in cache:
-                name = meta["frame_names"][t]
-                frame = decode_jpeg(_member(sample, name))
-                target = np.zeros((height, width), dtype=bool)
-                for obj_id in exp["obj_ids"]:
-                    target |= decode_rle(objects[obj_id]["masks"][t], height, width)
-                void = meta.get("void")
+                frame = decode_jpeg(_member(sample, meta["frame_names"][t]))
+                targets = []
+                for exp in exps:
+                    target = np.zeros((height, width), dtype=bool)
+                    for obj_id in exp["obj_ids"]:
+                        target |= decode_rle(objects[obj_id]["masks"][t], height, width)
+                    targets.append(target)
                 valid = (
                     ~decode_rle(void[t], height, width)
                     if void
                     else np.ones((height, width), dtype=bool)
                 )
-                cache[t] = (frame, target, valid)
+                cache[t] = (frame, targets, valid)
         frames = [cache[t][0] for t in indices]
-        masks = [cache[t][1] for t in indices]
+        masks = [[cache[t][1][k] for t in indices] for k in range(len(exps))]  # K lists of T
         valid = [cache[t][2] for t in indices]
-        text = exp["text"]
+        texts = [exp["text"] for exp in exps]
         flipped = False
         if augment is not None:
-            params = sample_params(rng, height, width, masks[len(masks) // 2], augment)
-            frames, masks, valid = augment_clip(frames, masks, valid, params)
+            middle = np.logical_or.reduce([m[len(indices) // 2] for m in masks])
+            params = sample_params(rng, height, width, middle, augment)
+            frames, masks[0], valid = augment_clip(frames, masks[0], valid, params)
+            masks[1:] = [[geometric(m, params) for m in mk] for mk in masks[1:]]
             if params.flip:
-                text, flipped = flip_text(text), True
-        f, m, v, size = resize_and_pad(frames, masks, valid, img_size)
-        info = {
-            "dataset": meta["dataset"],
-            "split": meta["split"],
-            "video": meta["video"],
-            "exp_id": exp["exp_id"],
-            "frame_names": [meta["frame_names"][t] for t in indices],
-            "flipped": flipped,
+                texts, flipped = [flip_text(text) for text in texts], True
+        f, m0, v, size = resize_and_pad(frames, masks[0], valid, img_size)
+        stacked = np.stack([m0] + [resize_and_pad_masks(mk, img_size) for mk in masks[1:]])
+        infos = [
+            {
+                "dataset": meta["dataset"],
+                "split": meta["split"],
+                "video": meta["video"],
+                "exp_id": exp["exp_id"],
+                "frame_names": [meta["frame_names"][t] for t in indices],
+                "flipped": flipped,
+            }
+            for exp in exps
+        ]
+        return {
+            "frames": f,
+            "masks": stacked,
+            "valid": v,
+            "size": size,
+            "texts": texts,
+            "meta": infos,
         }
-        return {"frames": f, "masks": m, "valid": v, "size": size, "text": text, "meta": info}
 
     return make
 
 
 def collate_clips(clips: list[dict[str, Any]]) -> ClipBatch:
-    """Stack clip dicts into a :class:`ClipBatch` (B×T×… tensors)."""
+    """Stack clip dicts (each: frames T×…, masks K×T×…, K texts) into a :class:`ClipBatch`:
+    G clips, B = ΣK expressions, ``clip_index`` the clip of each expression."""
+    counts = [len(c["texts"]) for c in clips]
     return ClipBatch(
         frames=torch.from_numpy(np.stack([c["frames"] for c in clips])),
-        masks=torch.from_numpy(np.stack([c["masks"] for c in clips])),
-        valid=torch.from_numpy(np.stack([c["valid"] for c in clips])),
+        masks=torch.from_numpy(np.concatenate([c["masks"] for c in clips])),
+        valid=torch.from_numpy(np.stack([c["valid"] for c in clips])).repeat_interleave(
+            torch.tensor(counts), dim=0
+        ),
         input_sizes=torch.tensor([c["size"] for c in clips], dtype=torch.int64),
-        texts=[c["text"] for c in clips],
-        meta=[c["meta"] for c in clips],
+        texts=[text for c in clips for text in c["texts"]],
+        meta=[info for c in clips for info in c["meta"]],
+        clip_index=torch.repeat_interleave(torch.arange(len(clips)), torch.tensor(counts)),
     )
+
+
+def _augment_config(augment: bool | AugmentConfig) -> AugmentConfig | None:
+    if isinstance(augment, AugmentConfig):
+        return augment
+    return AugmentConfig() if augment else None
 
 
 def _training_shards(shard_dirs: list[Path]) -> list[str]:
@@ -228,14 +272,17 @@ def build_train_loader(
     seed: int,
     epoch: int = 0,
     skip: int = 0,
-    augment: bool = True,
+    augment: bool | AugmentConfig = True,
     rank: int = 0,
     world_size: int = 1,
     num_workers: int = 0,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    expressions_per_clip: int = 1,
 ) -> Iterable[ClipBatch]:
     """One epoch of training batches (see module docstring). ``skip``: batches of this
-    epoch a resumed run already consumed. Fails clearly when there are fewer non-empty
+    epoch a resumed run already consumed. A batch holds ``batch_size`` clips; with
+    ``expressions_per_clip`` K > 1 each clip carries up to K expressions of its video
+    (one encoder pass per frame serves them all). Fails clearly when there are fewer non-empty
     shards than ``world_size × max(1, num_workers)``."""
     urls = _training_shards([Path(d) for d in shard_dirs])
     needed = world_size * max(1, num_workers)
@@ -249,12 +296,10 @@ def build_train_loader(
         _ShardList(urls, seed=seed, epoch=epoch, rank=rank, world_size=world_size),
         wds.split_by_worker,
         shard_samples,  # member checks + bounded retries
-        _expand_expressions,
+        _group_expressions(expressions_per_clip, seed, epoch),
         _seeded_shuffle(shuffle_buffer, seed, epoch, rank),
         _skip_consumed(skip, batch_size),
-        wds.map(
-            _make_clip(img_size, frames_per_clip, seed, epoch, AugmentConfig() if augment else None)
-        ),
+        wds.map(_make_clip(img_size, frames_per_clip, seed, epoch, _augment_config(augment))),
         wds.batched(batch_size, collation_fn=collate_clips, partial=True),
     )
     if num_workers == 0:

@@ -99,16 +99,19 @@ def augment_clip(
     params: AugmentParams,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Apply one parameter draw to every frame/mask/valid map of a clip."""
-    top, left, h, w = params.crop
     out_f, out_m, out_v = [], [], []
     for frame, mask, ok in zip(frames, masks, valid, strict=True):
-        frame, mask, ok = (a[top : top + h, left : left + w] for a in (frame, mask, ok))
-        if params.flip:
-            frame, mask, ok = frame[:, ::-1], mask[:, ::-1], ok[:, ::-1]
-        out_f.append(photometric(np.ascontiguousarray(frame), params))
-        out_m.append(np.ascontiguousarray(mask))
-        out_v.append(np.ascontiguousarray(ok))
+        out_f.append(photometric(geometric(frame, params), params))
+        out_m.append(geometric(mask, params))
+        out_v.append(geometric(ok, params))
     return out_f, out_m, out_v
+
+
+def geometric(array: np.ndarray, params: AugmentParams) -> np.ndarray:
+    """The crop and flip of one draw applied to an H×W(×…) frame or map (contiguous copy)."""
+    top, left, h, w = params.crop
+    array = array[top : top + h, left : left + w]
+    return np.ascontiguousarray(array[:, ::-1] if params.flip else array)
 
 
 def resize_and_pad(
@@ -122,10 +125,17 @@ def resize_and_pad(
     t = len(frames)
     h, w = resized_shape(frames[0].shape[0], frames[0].shape[1], img_size)
     out_f = np.zeros((t, 3, img_size, img_size), dtype=np.uint8)
-    out_m = np.zeros((t, img_size, img_size), dtype=np.float32)
     out_v = np.zeros((t, img_size, img_size), dtype=bool)
-    for i, (frame, mask, ok) in enumerate(zip(frames, masks, valid, strict=True)):
+    for i, (frame, ok) in enumerate(zip(frames, valid, strict=True)):
         out_f[i, :, :h, :w] = resize_frame(frame, img_size).transpose(2, 0, 1)
-        out_m[i, :h, :w] = resize_mask(mask, img_size)
         out_v[i, :h, :w] = resize_mask(ok, img_size)
-    return out_f, out_m, out_v, (h, w)
+    return out_f, resize_and_pad_masks(masks, img_size), out_v, (h, w)
+
+
+def resize_and_pad_masks(masks: list[np.ndarray], img_size: int) -> np.ndarray:
+    """T masks H×W → T×S×S float32, resized like :func:`resize_and_pad` and zero-padded."""
+    h, w = resized_shape(masks[0].shape[0], masks[0].shape[1], img_size)
+    out = np.zeros((len(masks), img_size, img_size), dtype=np.float32)
+    for i, mask in enumerate(masks):
+        out[i, :h, :w] = resize_mask(mask, img_size)
+    return out

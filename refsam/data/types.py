@@ -131,11 +131,14 @@ class QuarantineItem:
 
 @dataclass
 class ClipBatch:
-    """A training batch (docs/INTERFACES.md). Shapes: B clips of T frames at S×S.
+    """A training batch (docs/INTERFACES.md): G clips of T frames at S×S and B ≥ G
+    expressions, each on one clip (several expressions of a video may share a clip).
 
-    frames: uint8 B×T×3×S×S (resized to longest side S, zero-padded bottom/right);
-    masks: float32 B×T×S×S (union of the expression's objects); valid: bool B×T×S×S
-    (False on padding and void); input_sizes: int64 B×2 (h, w before padding).
+    frames: uint8 G×T×3×S×S (resized to longest side S, zero-padded bottom/right);
+    input_sizes: int64 G×2 (h, w before padding); masks: float32 B×T×S×S (union of the
+    expression's objects); valid: bool B×T×S×S (False on padding and void); texts and
+    meta: B entries; clip_index: int64 B, the clip of each expression (None: B = G, one
+    clip per expression).
     """
 
     frames: torch.Tensor
@@ -144,6 +147,7 @@ class ClipBatch:
     input_sizes: torch.Tensor
     texts: list[str]
     meta: list[dict[str, Any]]
+    clip_index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.texts)

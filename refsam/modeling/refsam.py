@@ -313,11 +313,27 @@ class RefSAM(nn.Module):
         return logits, iou_scores, next_state
 
     def forward_clip(
-        self, frames: torch.Tensor, texts: list[str], input_sizes: torch.Tensor | None = None
+        self,
+        frames: torch.Tensor,
+        texts: list[str],
+        input_sizes: torch.Tensor | None = None,
+        clip_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Clips B×T×3×S×S (+ ``input_sizes`` B×2 when zero-padded) and B texts → logits
-        B×T×S×S. Frames are decoded in order; the track state is carried, not detached."""
-        batch, steps = frames.shape[:2]
+        """Clips G×T×3×S×S (+ ``input_sizes`` G×2 when zero-padded) and B texts → logits
+        B×T×S×S. ``clip_index`` (B, int) names each text's clip, so expressions of one video
+        share its encoder passes; None: one clip per text (G = B). Frames are decoded in
+        order; the track state is carried, not detached."""
+        clips, steps = frames.shape[:2]
+        batch = len(texts)
+        if clip_index is None:
+            if clips != batch:
+                raise ValueError(f"{clips} clips for {batch} texts need a clip_index")
+            clip_index = torch.arange(batch)
+        elif (
+            clip_index.shape != (batch,)
+            or not 0 <= int(clip_index.min()) <= int(clip_index.max()) < clips
+        ):
+            raise ValueError(f"clip_index must be {batch} indices below {clips}")
         if steps == 1 and self.tracking is not None and self.training and not self._warned_single:
             log.warning(
                 "training one-frame clips with tracking on: the tracking module gets no gradient "
@@ -328,18 +344,22 @@ class RefSAM(nn.Module):
         sizes = None if input_sizes is None else input_sizes.repeat_interleave(steps, dim=0)
         image = self.encode_image(frames.flatten(0, 1), sizes)
         state = self.init_track_state(batch)
+        first_rows = clip_index.to(image.embedding.device) * steps
         outputs = []
         for step in range(steps):
-            rows = torch.arange(batch, device=image.embedding.device) * steps + step
-            logits, _, state = self.decode(image.index(rows), text, state)
+            logits, _, state = self.decode(image.index(first_rows + step), text, state)
             outputs.append(logits[:, 0])
         return torch.stack(outputs, dim=1)
 
     def forward(
-        self, frames: torch.Tensor, texts: list[str], input_sizes: torch.Tensor | None = None
+        self,
+        frames: torch.Tensor,
+        texts: list[str],
+        input_sizes: torch.Tensor | None = None,
+        clip_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Same as :meth:`forward_clip` (so DDP wraps the whole clip step)."""
-        return self.forward_clip(frames, texts, input_sizes)
+        return self.forward_clip(frames, texts, input_sizes, clip_index)
 
 
 def text_encoder_id(model: RefSAM) -> str:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from refsam.data.loader import build_train_loader
+from refsam.data.transforms import AugmentConfig
 from refsam.data.types import ClipBatch
 from refsam.train.losses import mask_loss
 from refsam.train.schedule import WarmupCosine
@@ -85,7 +86,8 @@ class BatchStream:
     world_size: int = 1
     num_workers: int = 0
     shuffle_buffer: int = 64
-    augment: bool = True
+    augment: bool | AugmentConfig = True
+    expressions_per_clip: int = 1
     position: LoaderPosition = field(default_factory=LoaderPosition)
     _iterator: Iterator[ClipBatch] | None = None
 
@@ -103,6 +105,7 @@ class BatchStream:
             world_size=self.world_size,
             num_workers=self.num_workers,
             shuffle_buffer=self.shuffle_buffer,
+            expressions_per_clip=self.expressions_per_clip,
         )
         return iter(loader)
 
@@ -149,7 +152,7 @@ def clip_loss(
     """Forward one batch of clips (frame by frame, state carried) and its loss."""
     frames = batch.frames.to(device, non_blocking=True)
     with precision.autocast():
-        logits = model(frames, batch.texts, batch.input_sizes.to(device))
+        logits = model(frames, batch.texts, batch.input_sizes.to(device), batch.clip_index)
     return mask_loss(
         logits.float(),
         batch.masks.to(device, non_blocking=True),
@@ -193,7 +196,7 @@ def train_step(
         total += float(loss.total.detach()) / grad_accum
         focal += loss.focal / grad_accum
         dice += loss.dice / grad_accum
-        clips += len(batch)
+        clips += batch.frames.shape[0]
     if scaler is not None:
         scaler.unscale_(optimizer)
     if grad_clip > 0:

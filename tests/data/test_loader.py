@@ -170,6 +170,37 @@ def test_image_becomes_identical_pseudo_clip_even_with_augmentation(ingested) ->
             assert meta["flipped"] in (True, False) and text
 
 
+def test_expressions_of_a_video_share_one_clip_with_their_own_masks(ingested) -> None:
+    out, _ = ingested
+    dirs = [out / "ref-youtube-vos" / "train"]
+    kw = dict(img_size=64, frames_per_clip=2, seed=1, augment=False)
+    single = {
+        (m["video"], m["exp_id"]): (batch.masks[i], m["frame_names"])
+        for batch in build_train_loader(dirs, batch_size=4, **kw)
+        for i, m in enumerate(batch.meta)
+    }
+    grouped, clips, shared, compared = {}, 0, 0, 0
+    for batch in build_train_loader(dirs, batch_size=2, expressions_per_clip=3, **kw):
+        g = batch.frames.shape[0]
+        clips += g
+        assert batch.clip_index is not None and len(batch.clip_index) == len(batch.texts)
+        assert batch.masks.shape[0] == batch.valid.shape[0] == len(batch.meta)
+        assert batch.input_sizes.shape == (g, 2) and int(batch.clip_index.max()) == g - 1
+        for i, meta in enumerate(batch.meta):
+            first = int(torch.nonzero(batch.clip_index == batch.clip_index[i])[0])
+            assert meta["video"] == batch.meta[first]["video"]  # one video per clip
+            assert meta["frame_names"] == batch.meta[first]["frame_names"]
+            shared += i != first
+            key = (meta["video"], meta["exp_id"])
+            grouped[key] = batch.masks[i]
+            mask, frame_names = single[key]
+            if frame_names == meta["frame_names"]:  # same frames: its own objects' masks
+                assert torch.equal(batch.masks[i], mask)
+                compared += 1
+    assert grouped.keys() == single.keys()  # every expression once per epoch
+    assert shared > 0 and clips < len(grouped) and compared >= clips
+
+
 def _signature(batches: list[ClipBatch]) -> list[tuple]:
     return [
         (m["video"], m["exp_id"], tuple(m["frame_names"]), float(b.frames[i].float().mean()))

@@ -66,6 +66,22 @@ def test_one_frame_many_expressions_equals_per_sample_decoding(build_tiny, rando
         model.decode(shared.index(torch.zeros(2, dtype=torch.long)), text, state)
 
 
+def test_expressions_sharing_a_clip_equal_each_on_its_own_copy(build_tiny, random_frames):
+    model = build_tiny().eval()
+    frames = random_frames(2, 3, 3, 128, 128)
+    clip_index = torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        shared = model.forward_clip(frames, TEXTS, clip_index=clip_index)
+        copies = model.forward_clip(frames[clip_index], TEXTS)
+    assert shared.shape == (3, 3, 128, 128)
+    assert torch.allclose(shared, copies, atol=1e-4)
+    assert not torch.allclose(shared[0], shared[2], atol=1e-3)  # same clip, other text
+    with pytest.raises(ValueError, match="need a clip_index"):
+        model.forward_clip(frames, TEXTS)
+    with pytest.raises(ValueError, match="indices below 2"):
+        model.forward_clip(frames, TEXTS, clip_index=torch.tensor([0, 1, 2]))
+
+
 def _train_two_steps(model, frames, targets, texts, *, with_iou: bool = False):
     params = [p for group in model.param_groups().values() for p in group]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
