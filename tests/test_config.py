@@ -122,3 +122,20 @@ def test_yaml_round_trip_and_stable_hash(tmp_path: Path) -> None:
     assert reordered.config_hash() == cfg.config_hash()
     changed = load_config(write(tmp_path, {"train": {"seed": 8, "lr": 3e-4}}))
     assert changed.config_hash() != cfg.config_hash()
+
+
+def test_override_reaches_list_entries_by_index() -> None:
+    cfg = load_config(
+        "configs/demo-tiny-cpu.yaml",
+        ["train.stages.1.steps=7", "train.stages.0.expressions_per_clip=2"],
+    )
+    assert cfg.train.stages[1].steps == 7 and cfg.train.stages[0].expressions_per_clip == 2
+    assert cfg.train.stages[0].steps != 7
+    for bad, message in [
+        ("train.stages.9.steps=1", "'9' is not an index of a 2-entry list"),
+        ("train.stages.first.steps=1", "'first' is not an index"),
+        ("train.stages.0.bogus=1", "unknown key 'train.stages.0.bogus'"),
+        ("train.stages.0.steps=-1", "train.stages.0.steps"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config("configs/demo-tiny-cpu.yaml", [bad])
