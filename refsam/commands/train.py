@@ -52,6 +52,7 @@ def _tracker(cfg: Any, resume: str | None, disabled: bool) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from refsam.train.rundir_lock import run_dir_lock
     from refsam.train.runner import train
 
     overrides = list(args.overrides)
@@ -63,9 +64,11 @@ def run(args: argparse.Namespace) -> int:
         total = sum(result.trainable_params.values())
         print(f"dry run ok: {total:,} trainable parameters")
         return 0
-    tracker = _tracker(cfg, args.resume, args.no_tracking)
-    with tracker if tracker is not None else contextlib.nullcontext():
-        result = train(cfg, resume=args.resume, logger=tracker)
+    # the run directory's lock before MLflow: a refused second run must not touch the first's
+    with run_dir_lock(cfg):
+        tracker = _tracker(cfg, args.resume, args.no_tracking)
+        with tracker if tracker is not None else contextlib.nullcontext():
+            result = train(cfg, resume=args.resume, logger=tracker)
     print(f"trained {result.steps} steps in {result.wall_s:.0f} s -> {result.run_dir}")
     print(f"last checkpoint: {result.last_checkpoint}")
     print(f"best checkpoint: {result.best_checkpoint}")

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from refsam.config import RefSAMConfig, StageConfig
+from refsam.data.transforms import AugmentConfig
 from refsam.modeling import RefSAM
 from refsam.train import distributed as dist_utils
 from refsam.train.checkpoint import (
@@ -33,6 +34,7 @@ from refsam.train.checkpoint import (
 )
 from refsam.train.logging import NullRunLogger, RunLogger
 from refsam.train.loop import BatchStream, LoaderPosition, resolve_precision, train_step
+from refsam.train.rundir_lock import holds_run_dir_lock
 from refsam.train.schedule import WarmupCosine, build_optimizer
 from refsam.train.state import (
     build_model,
@@ -248,6 +250,8 @@ class _Trainer:
             [shard_dir(cfg, d.dataset, d.split) for d in stage.datasets],
             img_size=cfg.data.img_size or self.model.img_size,
             frames_per_clip=stage.frames_per_clip,
+            expressions_per_clip=stage.expressions_per_clip,
+            augment=AugmentConfig(**cfg.data.augment.model_dump()),
             batch_size=stage.batch_size,
             seed=cfg.train.seed + 1000 * index,
             rank=env.rank,
@@ -319,6 +323,7 @@ class _Trainer:
         return StageResult(stage.name, stage.steps, clips, loss, time.perf_counter() - start)
 
 
+@holds_run_dir_lock  # one training per run directory (LockError)
 def train(
     cfg: RefSAMConfig,
     *,

@@ -74,8 +74,13 @@ def model_state(model: RefSAM, *, full: bool) -> dict[str, torch.Tensor]:
 
 
 def load_model_state(model: RefSAM, payload: dict[str, Any], source: Path) -> None:
-    """Load a checkpoint's ``model`` tensors into ``model`` (strict on keys)."""
-    state = payload["model"]
+    """Load a checkpoint's ``model`` tensors into ``model`` (strict on keys); anything but
+    a dict of named tensors is a CheckpointError naming ``source``."""
+    state = payload.get("model")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(f"{source}: its 'model' entry is not a dict of named tensors")
     try:
         if payload.get("model_scope") == "full":
             model.load_state_dict(state, strict=True)
