@@ -270,56 +270,63 @@ class _Trainer:
             position = positions[env.rank] if env.rank < len(positions) else positions[0]
             stream.position = LoaderPosition(int(position["epoch"]), int(position["batches"]))
         start, clips, loss = time.perf_counter(), 0, float("nan")
-        bar = tqdm(
+        with tqdm(
             total=stage.steps,
             initial=stage_step,
             desc=stage.name,
             unit="step",
             disable=not env.is_main,
-        )
-        while stage_step < stage.steps:
-            stats = train_step(
-                self.ddp_model,
-                stream.next,
-                optimizer,
-                schedule,
-                scaler,
-                device=env.device,
-                precision=self.precision,
-                grad_accum=cfg.train.grad_accum,
-                grad_clip=cfg.train.grad_clip,
-                focal_weight=cfg.train.focal_weight,
-                dice_weight=cfg.train.dice_weight,
-            )
-            stage_step += 1
-            self.step += 1
-            clips += stats.clips * env.world_size
-            loss = stats.loss
-            rate = stats.clips * env.world_size / max(stats.seconds, 1e-9)
-            bar.set_postfix(
-                loss=f"{stats.loss:.3f}", lr=f"{max(stats.lrs.values()):.2e}", clips_s=f"{rate:.1f}"
-            )
-            bar.update(1)
-            if env.is_main and (self.step % cfg.train.log_every == 0 or stage_step == stage.steps):
-                metrics = {
-                    "train/loss": stats.loss,
-                    "train/focal": stats.focal,
-                    "train/dice": stats.dice,
-                    "train/grad_norm": stats.grad_norm,
-                    "train/clips_per_s": rate,
-                }
-                metrics.update({f"lr/{k}": v for k, v in stats.lrs.items()})
-                self.logger.log_metrics(metrics, self.step)
-            improved = False
-            if cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
-                improved = self.evaluate(final=False)
-            if self.step % cfg.train.checkpoint_every == 0 or stage_step == stage.steps or improved:
-                self.save(index, stage_step, optimizer, schedule, scaler, stream)
-                if improved and env.is_main and self.last_checkpoint is not None:
-                    self.best_checkpoint = self.manager.save_best(
-                        load_checkpoint(self.last_checkpoint)
-                    )
-        bar.close()
+        ) as bar:  # closed on errors too, so the CLI error line starts clean
+            while stage_step < stage.steps:
+                stats = train_step(
+                    self.ddp_model,
+                    stream.next,
+                    optimizer,
+                    schedule,
+                    scaler,
+                    device=env.device,
+                    precision=self.precision,
+                    grad_accum=cfg.train.grad_accum,
+                    grad_clip=cfg.train.grad_clip,
+                    focal_weight=cfg.train.focal_weight,
+                    dice_weight=cfg.train.dice_weight,
+                )
+                stage_step += 1
+                self.step += 1
+                clips += stats.clips * env.world_size
+                loss = stats.loss
+                rate = stats.clips * env.world_size / max(stats.seconds, 1e-9)
+                bar.set_postfix(
+                    loss=f"{stats.loss:.3f}",
+                    lr=f"{max(stats.lrs.values()):.2e}",
+                    clips_s=f"{rate:.1f}",
+                )
+                bar.update(1)
+                if env.is_main and (
+                    self.step % cfg.train.log_every == 0 or stage_step == stage.steps
+                ):
+                    metrics = {
+                        "train/loss": stats.loss,
+                        "train/focal": stats.focal,
+                        "train/dice": stats.dice,
+                        "train/grad_norm": stats.grad_norm,
+                        "train/clips_per_s": rate,
+                    }
+                    metrics.update({f"lr/{k}": v for k, v in stats.lrs.items()})
+                    self.logger.log_metrics(metrics, self.step)
+                improved = False
+                if cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
+                    improved = self.evaluate(final=False)
+                if (
+                    self.step % cfg.train.checkpoint_every == 0
+                    or stage_step == stage.steps
+                    or improved
+                ):
+                    self.save(index, stage_step, optimizer, schedule, scaler, stream)
+                    if improved and env.is_main and self.last_checkpoint is not None:
+                        self.best_checkpoint = self.manager.save_best(
+                            load_checkpoint(self.last_checkpoint)
+                        )
         return StageResult(stage.name, stage.steps, clips, loss, time.perf_counter() - start)
 
 
