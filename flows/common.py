@@ -3,12 +3,18 @@
 Config loading for flow parameters (a YAML path plus ``--set``-style overrides, so a
 deployment's parameters stay plain JSON), the data splits a config needs, the selection
 metric's parts, MLflow UI links, the retry rule "retry on transient I/O only" and the
-task runner of the ingest step (threads here, a Dask cluster when an address is given).
+task runner of the ingest step (threads here, a Dask cluster when an address is given),
+and :func:`tie_temporary_server_to_process` (Prefect's temporary API server dies with us).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +112,93 @@ def ingest_task_runner(workers: int, dask_address: str | None = None) -> Any:
 
         return DaskTaskRunner(address=dask_address)
     return ThreadPoolTaskRunner(max_workers=max(1, workers))
+
+
+# ---------------------------------------------------------------- Prefect's temporary server
+_SERVER_MODULE = "prefect.server.api.server"
+# Run by the temporary server's Python before it becomes uvicorn: ask the kernel for SIGTERM
+# when the parent (thread) that started it ends (Linux PR_SET_PDEATHSIG, kept across exec),
+# exit if the parent is already gone, then exec the original command line.
+_TIE_BOOTSTRAP = (
+    "import os, sys\n"
+    "try:\n"
+    "    import ctypes\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM\n"
+    "except Exception:  # no prctl: the server runs untied, as before\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+)
+
+
+class _TiedSubprocess:
+    """``subprocess`` as Prefect's server module sees it: ``Popen`` of a Python command
+    started from the main thread goes through :data:`_TIE_BOOTSTRAP`; the rest is the
+    real module."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def Popen(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:  # noqa: N802
+        if (
+            isinstance(args, list)
+            and args
+            and args[0] == sys.executable
+            and threading.current_thread() is threading.main_thread()
+        ):
+            args = [sys.executable, "-c", _TIE_BOOTSTRAP, str(os.getpid()), *args[1:]]
+        return self._real.Popen(args, *rest, **kwargs)
+
+
+class _TieWhenImported(importlib.abc.MetaPathFinder):
+    """Ties Prefect's server module the moment it is imported (importing it just for this
+    would cost every flow import ~2 s, torchrun ranks included)."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != _SERVER_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def exec_and_tie(module: Any) -> None:
+                exec_module(module)
+                _tie(module)
+
+            spec.loader.exec_module = exec_and_tie  # type: ignore[method-assign]
+        return spec
+
+
+def _tie(server_module: Any) -> None:
+    if not isinstance(server_module.subprocess, _TiedSubprocess):
+        server_module.subprocess = _TiedSubprocess(subprocess)
+
+
+def tie_temporary_server_to_process() -> bool:
+    """Make the temporary Prefect API server that a flow run starts when no
+    ``PREFECT_API_URL`` is set (``refsam pipeline``, tests) die with this process.
+
+    Prefect starts that server as a plain child process and stops it at exit (atexit). A
+    process killed by SIGKILL (``kill -9``, the OOM killer, a lost CI runner) runs no
+    atexit handler, so the server lived on as an orphan, one more per killed run
+    (tests/reliability/test_kill_flows.py). On Linux the kernel now sends it SIGTERM when
+    we die. Returns True when the tie is in place, or will be once Prefect imports its
+    server module (Linux, no API URL set); idempotent.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:  # a real server: nothing is started here
+        return False
+    module = sys.modules.get(_SERVER_MODULE)
+    if module is not None:
+        _tie(module)
+    elif not any(isinstance(f, _TieWhenImported) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TieWhenImported())
+    return True

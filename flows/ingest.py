@@ -2,9 +2,11 @@
 
 Thin on purpose: planning, shard writing and index/manifest writing are the library
 functions of :mod:`refsam.data.shards` (``refsam ingest`` runs the same code without
-Prefect). Shard tasks retry on I/O errors and are cached by a key made of the shard's
-plan key (input fingerprint, code version, shard size, its videos); a cache hit is only
-trusted while the shard and its state record still exist and match their checksum.
+Prefect). Shard tasks retry on transient I/O errors and are cached by a key made of the
+shard's plan key (input fingerprint, code version, shard size, its videos); a cache hit is
+only trusted while the shard and its state record still exist and match their checksum.
+Shard tasks run on threads unless a Dask scheduler address is given
+(:func:`flows.common.ingest_task_runner`; prefect-dask is imported only then).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.common import ingest_task_runner, retry_on_io
 from refsam.data.lock import output_lock
 from refsam.data.shards import (
     DEFAULT_SHARD_SIZE,
@@ -48,14 +51,7 @@ def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     return f"ingest-shard-{plan.shards[parameters['index']].plan_key}"
 
 
-def _retry_on_io(_task: Any, _task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except OSError:
-        return True
-    except Exception:  # not transient: do not retry
-        return False
-    return False
+_retry_on_io = retry_on_io  # transient I/O only: not a missing or forbidden path
 
 
 @task(name="plan-shards")
@@ -133,9 +129,11 @@ def run_ingest_flow(
     *,
     shard_size: int = DEFAULT_SHARD_SIZE,
     workers: int = 2,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
-    """Run :func:`ingest_flow` with ``workers`` parallel shard tasks (threads)."""
-    runner = ThreadPoolTaskRunner(max_workers=max(1, workers))
+    """Run :func:`ingest_flow` with ``workers`` parallel shard tasks (threads), or on the
+    Dask cluster at ``dask_address`` when one is given."""
+    runner = ingest_task_runner(workers, dask_address)
     return ingest_flow.with_options(task_runner=runner)(
         dataset, split, str(raw_root), str(out_root), shard_size
     )

@@ -2,8 +2,8 @@
 
 Reads only what training and evaluation log: params ``model.variant``,
 ``model.text_encoder``, ``train.lr``, ``train.stages.<i>.frames_per_clip``, the trainable
-parameter count (param ``trainable_params`` or the sum of ``trainable/<group>`` or
-``trainable_params.<group>``, as the trainer logs them),
+parameter count (param ``trainable_params`` from the train flow, else the sum of
+``trainable_params.<group>`` or of the trainer's ``trainable/<group>``),
 tags ``data.<set>`` (manifest hashes) and metrics ``eval/<dataset>/<split>/{J,F,J_and_F}``.
 """
 
@@ -27,13 +27,18 @@ _STAGE_FRAMES = re.compile(r"^train\.stages\.(\d+)\.frames_per_clip$")
 
 
 def _trainable(params: dict[str, str]) -> int | None:
+    """The total (flows log ``trainable_params``), else the sum of one family of per-group
+    counts: ``trainable_params.<group>`` or the trainer's ``trainable/<group>``. A run can
+    hold both families (the train flow logs the first, the trainer the second), so they
+    are never added together."""
     for key in ("trainable_params", "trainable_params.total", "trainable/total"):
         if key in params:
             return int(float(params[key]))
-    groups = [
-        float(v) for k, v in params.items() if k.startswith(("trainable_params.", "trainable/"))
-    ]
-    return int(sum(groups)) if groups else None
+    for prefix in ("trainable_params.", "trainable/"):
+        groups = [float(v) for k, v in params.items() if k.startswith(prefix)]
+        if groups:
+            return int(sum(groups))
+    return None
 
 
 def _frames(params: dict[str, str]) -> str:

@@ -52,6 +52,7 @@ class MlflowRunLogger:
         self.tracking_uri = tracking_uri
         self.client = client_for_uri(tracking_uri)
         self._monitor: Any = None
+        self._logged_until: dict[str, int] = {}
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log (nested) params with dotted keys. Params already logged with the same value
@@ -70,9 +71,16 @@ class MlflowRunLogger:
             self.client.log_batch(self._id, params=new[start : start + MAX_PARAMS_TAGS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Log scalar metrics at ``step`` (keys made valid: ``J&F`` → ``J_and_F``)."""
-        now = int(time.time() * 1000)
-        batch = [Metric(metric_key(k), float(v), now, int(step)) for k, v in metrics.items()]
+        """Log scalar metrics at ``step`` (keys made valid: ``J&F`` → ``J_and_F``).
+
+        On a resumed run (:meth:`skip_logged_steps`) a metric is not logged again at a step
+        it already has: the steps a resumed training repeats keep their first value."""
+        now, step = int(time.time() * 1000), int(step)
+        batch = [
+            Metric(key, float(v), now, step)
+            for key, v in ((metric_key(k), v) for k, v in metrics.items())
+            if key not in self._logged_until or step > self._logged_until[key]
+        ]
         for start in range(0, len(batch), MAX_METRICS_PER_BATCH):
             self.client.log_batch(self._id, metrics=batch[start : start + MAX_METRICS_PER_BATCH])
 
@@ -94,6 +102,16 @@ class MlflowRunLogger:
         """Set run tags (values as text; keys made valid like metric keys)."""
         for key, value in tags.items():
             self.client.set_tag(self._id, metric_key(key), str(value))
+
+    def skip_logged_steps(self) -> None:
+        """Remember the last step each metric of the run reached (``system/*`` aside), so
+        that a resumed training, which repeats the steps after its last checkpoint, does
+        not log those steps twice (a killed run may have logged beyond its checkpoint)."""
+        for key in self.client.get_run(self._id).data.metrics:
+            if not key.startswith("system/"):
+                steps = [m.step for m in self.client.get_metric_history(self._id, key)]
+                if steps:
+                    self._logged_until[key] = max(steps)
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         """(step, value) pairs of metric ``key`` (raw or unsanitised name), by step."""
@@ -155,6 +173,7 @@ def _resume(uri: str, run_id: str, cfg: RefSAMConfig) -> MlflowRunLogger:
         ) from None
     resumes = int(run.data.tags.get("refsam.resumes", "0")) + 1
     logger.client.update_run(run_id, status="RUNNING")
+    logger.skip_logged_steps()
     logger.set_tags({"refsam.resumes": resumes})
     if run.data.tags.get("refsam.config_hash") != cfg.config_hash():
         logger.log_text(cfg.to_yaml(), f"config-resume-{resumes}.yaml")

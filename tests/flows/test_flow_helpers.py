@@ -1,9 +1,15 @@
 """Fast checks of the flows' helpers: config splits, selection parsing, retry rule,
-torchrun command line, MLflow UI links and the pipeline CLI's error path."""
+torchrun command line, MLflow UI links, the pipeline CLI's error path, the ingest task
+runner (threads unless Dask is asked for) and Prefect's temporary server dying with us."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +97,88 @@ def test_pipeline_cli_rejects_a_bad_config_before_running(
     args = ["pipeline", "--config", str(REPO / "configs/smoke.yaml"), "--set", "train.nope=1"]
     assert main(args) == 2
     assert "unknown key 'train.nope'" in capsys.readouterr().err
+
+
+def _python(code: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_ingest_runs_on_threads_unless_a_dask_address_is_given() -> None:
+    """The task runner is optional: threads by default, prefect-dask imported only for an
+    address (the retrain flow's ``dask_address``, ``run_ingest_flow(dask_address=…)``)."""
+    out = _python(
+        "import sys\n"
+        "from flows.common import ingest_task_runner\n"
+        "from flows.ingest import run_ingest_flow\n"
+        "from flows.retrain import retrain_flow\n"
+        "runner = ingest_task_runner(3)\n"
+        "print(type(runner).__name__, runner._max_workers,"
+        " any(m.split('.')[0] in ('prefect_dask', 'distributed') for m in sys.modules))\n"
+        "from inspect import signature\n"
+        "print(signature(run_ingest_flow).parameters['dask_address'].default,"
+        " signature(retrain_flow.fn).parameters['dask_address'].default)"
+    )
+    assert out.splitlines() == ["ThreadPoolTaskRunner 3 False", "None None"]
+    from flows.common import ingest_task_runner
+
+    assert type(ingest_task_runner(1, "tcp://127.0.0.1:1")).__name__ == "DaskTaskRunner"
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie awaiting its reaper is dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+_PARENT = """
+import subprocess, sys, time
+from flows.common import _TiedSubprocess
+child = _TiedSubprocess(subprocess).Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_temporary_prefect_server_dies_with_the_process() -> None:
+    """Prefect starts its temporary API server as a plain child and stops it at exit; a
+    SIGKILLed ``refsam pipeline`` left it running as an orphan. Now the kernel sends it
+    SIGTERM when its parent dies (tests/reliability/test_kill_flows.py kills a real one)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(0.5)  # the bootstrap has set PR_SET_PDEATHSIG and exec'ed by now
+        assert _alive(child)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the child outlived its killed parent"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+    assert (
+        _python(
+            "from flows.common import tie_temporary_server_to_process as t; print(t())",
+            PREFECT_API_URL="http://127.0.0.1:4200/api",
+        )
+        == "False"
+    )  # a real server: nothing to tie

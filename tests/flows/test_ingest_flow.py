@@ -65,5 +65,7 @@ def test_shard_tasks_retry_only_on_io_errors() -> None:
     from refsam.errors import DataError as _DataError
 
     assert _retry_on_io(None, None, Failed(data=OSError("disk hiccup")))
+    assert not _retry_on_io(None, None, Failed(data=FileNotFoundError("raw file gone")))
+    assert not _retry_on_io(None, None, Failed(data=PermissionError("read-only output")))
     assert not _retry_on_io(None, None, Failed(data=_DataError("bad meta")))
     assert not _retry_on_io(None, None, Failed(data=ValueError("bug")))

@@ -204,8 +204,9 @@ def test_train_flow_launches_torchrun_when_devices_gt_1(
     prefect_harness: Path, demo_root: Path, tmp_path: Path
 ) -> None:
     """train.devices=2 on CPU: two gloo ranks under torchrun; rank 0 logs to the flow's run.
-    (model.tracking=false: with frames_per_clip=1 the track token gets no gradient and DDP
-    runs with find_unused_parameters=False.)"""
+    The tracking module is on and stage 1 has one-frame clips, where its update gets no
+    gradient: the trainer freezes it for that stage (all but the initial token), so DDP
+    without find_unused_parameters works."""
     from flows.retrain import ingest_splits
     from flows.train import train_flow
     from refsam.config import load_config
@@ -219,7 +220,6 @@ def test_train_flow_launches_torchrun_when_devices_gt_1(
         "train.devices=2",
         "train.device=cpu",
         "eval.sets=[]",
-        "model.tracking=false",
     )
     ingest_splits(load_config(CONFIG, overrides))
     outcome = train_flow(CONFIG, overrides, run_name="ddp")
@@ -232,4 +232,5 @@ def test_train_flow_launches_torchrun_when_devices_gt_1(
         outcome.mlflow_run_id
     )
     assert run.info.status == "FINISHED" and "train/loss" in run.data.metrics
-    assert run.data.params["train.devices"] == "2"
+    assert run.data.params["train.devices"] == "2" and run.data.params["model.tracking"] == "true"
+    assert int(run.data.params["trainable/tracking"]) == outcome.trainable_params["tracking"] > 0

@@ -139,6 +139,43 @@ def test_resumed_run_id_continues_the_same_run(store) -> None:
         start_training_run(cfg, run_id="0" * 32, system_metrics=False)
 
 
+def test_a_resumed_run_logs_each_step_once(store) -> None:
+    """A killed training may have logged steps beyond its last checkpoint; the resumed one
+    trains them again and must not log them twice (the first value is kept)."""
+    first = start_training_run(_cfg("steps-once"), system_metrics=False)
+    for step in (1, 2, 3):
+        first.log_metrics({"train/loss": 10.0 + step, "eval/x/y/J&F": 0.5}, step)
+    # killed here; the newest checkpoint is at step 1
+    resumed = start_training_run(_cfg("steps-once"), run_id=first.run_id, system_metrics=False)
+    with resumed:
+        for step in (2, 3, 4):
+            resumed.log_metrics({"train/loss": 20.0 + step, "eval/x/y/J&F": 0.7}, step)
+    history = _client(store).get_metric_history(first.run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [
+        (1, 11.0),
+        (2, 12.0),
+        (3, 13.0),
+        (4, 24.0),
+    ]
+    assert [
+        m.step for m in _client(store).get_metric_history(first.run_id, "eval/x/y/J_and_F")
+    ] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+
+
+def test_compare_counts_trainable_params_once(store) -> None:
+    """The train flow logs ``trainable_params.<group>`` and the trainer ``trainable/<group>``
+    in the same run: without a total the two families are not added together."""
+    with start_training_run(_cfg("families"), system_metrics=False) as logger:
+        logger.log_params({"trainable/adapters": 1000, "trainable/mask_decoder": 234})
+        logger.log_params({"trainable_params.adapters": 1000, "trainable_params.mask_decoder": 234})
+    assert [r["trainable_params"] for r in compare_runs("families")] == [1234]
+
+
 def test_logging_from_other_threads(store) -> None:
     logger = start_training_run(_cfg("threads"), system_metrics=False)
 
