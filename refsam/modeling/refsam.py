@@ -336,8 +336,8 @@ class RefSAM(nn.Module):
             raise ValueError(f"clip_index must be {batch} indices below {clips}")
         if steps == 1 and self.tracking is not None and self.training and not self._warned_single:
             log.warning(
-                "training one-frame clips with tracking on: the tracking module gets no gradient "
-                "(DDP without find_unused_parameters needs frames_per_clip >= 2)"
+                "training one-frame clips with tracking on: the tracking module (all but its "
+                "initial token) gets no gradient; `refsam train` freezes it for such stages"
             )
             self._warned_single = True
         text = self.encode_text(texts)
