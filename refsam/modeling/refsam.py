@@ -274,31 +274,30 @@ class RefSAM(nn.Module):
         """One frame for B expressions → (logits B×1×S×S, iou_scores B×1, next state).
 
         ``image`` has batch B (one frame per sample) or 1 (one frame, B expressions).
-        SAM's decoder has no attention mask, so it runs on each sample's real tokens only:
-        per sample, or — with one shared frame — per group of equal token count.
+        SAM's decoder has no attention mask, so it runs on each sample's real tokens only,
+        batched over the samples of equal token count. With per-sample frames the frame's
+        embedding is folded into the dense prompt (SAM adds them first thing anyway) and the
+        decoder gets a zero image, so one call serves samples of different frames.
         """
         batch = text.words.shape[0]
         if image.batch_size not in (1, batch):
             raise ValueError(f"image batch {image.batch_size} does not match text batch {batch}")
         dense = self.dense_prompt(image, text)
         image_pe = self.prompt_encoder.get_dense_pe()
+        shared = image.batch_size == 1
+        decoder_image = image.embedding if shared else torch.zeros_like(image.embedding[:1])
         lengths = text.lengths
-        if image.batch_size == 1:
-            by_length: dict[int, list[int]] = defaultdict(list)
-            for row, length in enumerate(lengths):
-                by_length[length].append(row)
-            groups = [(0, rows) for rows in by_length.values()]
-        else:
-            groups = [(row, [row]) for row in range(batch)]
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for row, length in enumerate(lengths):
+            by_length[length].append(row)
         order, masks, ious, tokens = [], [], [], []
-        for image_row, rows in groups:
+        for length, rows in by_length.items():
             index = torch.tensor(rows, device=dense.device)
-            sparse = text.words[index, : lengths[rows[0]]]
+            sparse = text.words[index, :length]
             if state.track_token is not None:
                 sparse = torch.cat([sparse, state.track_token[index].unsqueeze(1)], dim=1)
-            m, iou, out = self.mask_decoder.decode(
-                image.embedding[image_row : image_row + 1], image_pe, sparse, dense[index]
-            )
+            prompt = dense[index] if shared else image.embedding[index] + dense[index]
+            m, iou, out = self.mask_decoder.decode(decoder_image, image_pe, sparse, prompt)
             order += rows
             masks.append(m)
             ious.append(iou)
