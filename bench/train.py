@@ -79,12 +79,13 @@ def main() -> None:
             )
             for t, k in variants
         }  # fmt: skip
-        expressions = dict.fromkeys(variants, 0)
+        expressions, clips = dict.fromkeys(variants, 0), dict.fromkeys(variants, 0)
 
         def run(v: tuple[int, int]) -> None:
             def next_batch():  # noqa: ANN202
                 batch = streams[v].next()
                 expressions[v] += len(batch.texts)
+                clips[v] += batch.frames.shape[0]  # the last batch of an epoch may be short
                 return batch
 
             for _ in range(steps):
@@ -95,9 +96,9 @@ def main() -> None:
             run(v)  # warm-up
         for _ in range(repeats):
             for v in variants:  # interleaved
-                expressions[v] = 0
+                expressions[v] = clips[v] = 0
                 cpu, wall = _timed(lambda v=v: run(v))
-                train_rates[v].append((4 * steps / cpu, 4 * steps / wall, expressions[v] / cpu))
+                train_rates[v].append((clips[v] / cpu, clips[v] / wall, expressions[v] / cpu))
 
     predictor = OnlinePredictor(model, device="cpu")
     frames = [
