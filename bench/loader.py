@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parse_args, write_result  # noqa: E402
 from ingest import CACHE, demo_small  # noqa: E402
 
+from refsam.config import AugmentConfig  # noqa: E402
 from refsam.data.loader import _rng, build_train_loader, collate_clips, sample_clip_indices  # noqa: E402
 from refsam.data.shards import ingest  # noqa: E402
 from refsam.data.transforms import (
-    AugmentConfig,
     augment_clip,
     flip_text,
     resize_and_pad,
@@ -80,16 +80,16 @@ class RawFolderClips:
         params = sample_params(
             rng, frames[0].shape[0], frames[0].shape[1], masks[len(masks) // 2], AugmentConfig()
         )
-        frames, masks, valid = augment_clip(frames, masks, valid, params)
-        f, m, v, size = resize_and_pad(frames, masks, valid, IMG_SIZE)
+        frames, masks_k, valid = augment_clip(frames, [masks], valid, params)
+        f, m, v, size = resize_and_pad(frames, masks_k, valid, IMG_SIZE)
         text = flip_text(text) if params.flip else text
         return {
             "frames": f,
             "masks": m,
             "valid": v,
             "size": size,
-            "text": text,
-            "meta": {"video": vid, "exp_id": exp_id},
+            "texts": [text],
+            "meta": [{"video": vid, "exp_id": exp_id}],
         }
 
 

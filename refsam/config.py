@@ -49,12 +49,13 @@ class DataSplit(_Strict):
         return f"{self.dataset}/{self.split}"
 
 
-class AugmentSettings(_Strict):
+class AugmentConfig(_Strict):
     """Training augmentation ranges (one draw per clip; ``refsam.data.transforms``)."""
 
     flip_prob: float = Field(default=0.5, ge=0, le=1)
     crop_prob: float = Field(default=0.5, ge=0, le=1)
     crop_min_scale: float = Field(default=0.6, gt=0, le=1)
+    crop_tries: int = Field(default=3, gt=0, description="crops tried to keep the target")
     brightness: float = Field(default=0.2, ge=0, lt=1)
     contrast: float = Field(default=0.2, ge=0, lt=1)
     saturation: float = Field(default=0.2, ge=0, lt=1)
@@ -71,7 +72,7 @@ class DataConfig(_Strict):
     loader_workers: int = Field(default=0, ge=0)
     shuffle_buffer: int = Field(default=64, ge=0)
     img_size: int | None = Field(default=None, gt=0, description="None: the model's img_size")
-    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
 class ModelConfig(_Strict):

@@ -25,18 +25,16 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from refsam.config import AugmentConfig
 from refsam.data.decode import decode_jpeg, decode_json
 from refsam.data.index import read_manifest
 from refsam.data.rle import decode_rle
 from refsam.data.shards import shard_paths
 from refsam.data.tario import shard_samples
 from refsam.data.transforms import (
-    AugmentConfig,
     augment_clip,
     flip_text,
-    geometric,
     resize_and_pad,
-    resize_and_pad_masks,
     sample_params,
 )
 from refsam.data.types import ClipBatch, EvalExpression, EvalObject, EvalVideo, MaskSequence
@@ -196,12 +194,10 @@ def _make_clip(
         if augment is not None:
             middle = np.logical_or.reduce([m[len(indices) // 2] for m in masks])
             params = sample_params(rng, height, width, middle, augment)
-            frames, masks[0], valid = augment_clip(frames, masks[0], valid, params)
-            masks[1:] = [[geometric(m, params) for m in mk] for mk in masks[1:]]
+            frames, masks, valid = augment_clip(frames, masks, valid, params)
             if params.flip:
                 texts, flipped = [flip_text(text) for text in texts], True
-        f, m0, v, size = resize_and_pad(frames, masks[0], valid, img_size)
-        stacked = np.stack([m0] + [resize_and_pad_masks(mk, img_size) for mk in masks[1:]])
+        f, m, v, size = resize_and_pad(frames, masks, valid, img_size)
         infos = [
             {
                 "dataset": meta["dataset"],
@@ -215,7 +211,7 @@ def _make_clip(
         ]
         return {
             "frames": f,
-            "masks": stacked,
+            "masks": m,
             "valid": v,
             "size": size,
             "texts": texts,

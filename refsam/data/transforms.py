@@ -4,7 +4,8 @@ Photometric jitter (brightness, contrast, saturation), a random crop, a horizont
 that swaps "left"/"right" in the expression, then SAM's resize to longest side S
 (:func:`refsam.modeling.preprocess.resize_frame` / :func:`resize_mask`) and zero padding
 to S×S. A 1-frame image repeated as a T-frame pseudo-clip therefore gets T identical
-frames. Shapes: frames T×H×W×3 uint8, masks T×H×W bool, valid T×H×W bool.
+frames. Shapes: frames T×H×W×3 uint8, masks K lists (one per expression sharing the
+clip) of T H×W bool, valid T×H×W bool.
 """
 
 from __future__ import annotations
@@ -14,22 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from refsam.config import AugmentConfig
 from refsam.modeling.preprocess import resize_frame, resize_mask, resized_shape
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)(?=\b|most|ward)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Ranges of the joint augmentation (all frames of a clip share one draw)."""
-
-    flip_prob: float = 0.5
-    crop_prob: float = 0.5
-    crop_min_scale: float = 0.6
-    crop_tries: int = 3
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -94,17 +83,15 @@ def photometric(frame: np.ndarray, params: AugmentParams) -> np.ndarray:
 
 def augment_clip(
     frames: list[np.ndarray],
-    masks: list[np.ndarray],
+    masks: list[list[np.ndarray]],
     valid: list[np.ndarray],
     params: AugmentParams,
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Apply one parameter draw to every frame/mask/valid map of a clip."""
-    out_f, out_m, out_v = [], [], []
-    for frame, mask, ok in zip(frames, masks, valid, strict=True):
-        out_f.append(photometric(geometric(frame, params), params))
-        out_m.append(geometric(mask, params))
-        out_v.append(geometric(ok, params))
-    return out_f, out_m, out_v
+) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[np.ndarray]]:
+    """Apply one parameter draw to every frame, every expression's masks and every valid
+    map of a clip (``masks``: K lists of T masks, one list per expression)."""
+    frames = [photometric(geometric(frame, params), params) for frame in frames]
+    masks = [[geometric(mask, params) for mask in track] for track in masks]
+    return frames, masks, [geometric(ok, params) for ok in valid]
 
 
 def geometric(array: np.ndarray, params: AugmentParams) -> np.ndarray:
@@ -115,27 +102,25 @@ def geometric(array: np.ndarray, params: AugmentParams) -> np.ndarray:
 
 
 def resize_and_pad(
-    frames: list[np.ndarray], masks: list[np.ndarray], valid: list[np.ndarray], img_size: int
+    frames: list[np.ndarray],
+    masks: list[list[np.ndarray]],
+    valid: list[np.ndarray],
+    img_size: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
     """Resize to longest side ``img_size`` and zero-pad bottom/right to S×S.
 
-    Returns frames T×3×S×S uint8, masks T×S×S float32, valid T×S×S bool (False on padding),
-    and the (h, w) before padding.
+    Returns frames T×3×S×S uint8, masks K×T×S×S float32 (K lists of T masks in),
+    valid T×S×S bool (False on padding), and the (h, w) before padding.
     """
     t = len(frames)
     h, w = resized_shape(frames[0].shape[0], frames[0].shape[1], img_size)
     out_f = np.zeros((t, 3, img_size, img_size), dtype=np.uint8)
+    out_m = np.zeros((len(masks), t, img_size, img_size), dtype=np.float32)
     out_v = np.zeros((t, img_size, img_size), dtype=bool)
     for i, (frame, ok) in enumerate(zip(frames, valid, strict=True)):
         out_f[i, :, :h, :w] = resize_frame(frame, img_size).transpose(2, 0, 1)
         out_v[i, :h, :w] = resize_mask(ok, img_size)
-    return out_f, resize_and_pad_masks(masks, img_size), out_v, (h, w)
-
-
-def resize_and_pad_masks(masks: list[np.ndarray], img_size: int) -> np.ndarray:
-    """T masks H×W → T×S×S float32, resized like :func:`resize_and_pad` and zero-padded."""
-    h, w = resized_shape(masks[0].shape[0], masks[0].shape[1], img_size)
-    out = np.zeros((len(masks), img_size, img_size), dtype=np.float32)
-    for i, mask in enumerate(masks):
-        out[i, :h, :w] = resize_mask(mask, img_size)
-    return out
+    for k, track in enumerate(masks):
+        for i, mask in enumerate(track):
+            out_m[k, i, :h, :w] = resize_mask(mask, img_size)
+    return out_f, out_m, out_v, (h, w)

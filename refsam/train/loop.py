@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from refsam.config import AugmentConfig
 from refsam.data.loader import build_train_loader
-from refsam.data.transforms import AugmentConfig
 from refsam.data.types import ClipBatch
 from refsam.train.losses import mask_loss
 from refsam.train.schedule import WarmupCosine

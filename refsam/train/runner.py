@@ -21,7 +21,6 @@ import torch
 from tqdm import tqdm
 
 from refsam.config import RefSAMConfig, StageConfig
-from refsam.data.transforms import AugmentConfig
 from refsam.modeling import RefSAM
 from refsam.train import distributed as dist_utils
 from refsam.train.checkpoint import (
@@ -251,7 +250,7 @@ class _Trainer:
             img_size=cfg.data.img_size or self.model.img_size,
             frames_per_clip=stage.frames_per_clip,
             expressions_per_clip=stage.expressions_per_clip,
-            augment=AugmentConfig(**cfg.data.augment.model_dump()),
+            augment=cfg.data.augment,
             batch_size=stage.batch_size,
             seed=cfg.train.seed + 1000 * index,
             rank=env.rank,
