@@ -54,6 +54,22 @@ def required_splits(cfg: RefSAMConfig) -> list[DataSplit]:
     return list(seen.values())
 
 
+def score_split(cfg: RefSAMConfig, split: DataSplit, checkpoint: str | Path, out: Path) -> Any:
+    """Score ``checkpoint`` on ``split`` with the config's shards, held-out ground truth and
+    device (an :class:`~refsam.eval.evaluator.EvalResult`)."""
+    from refsam.eval.evaluator import evaluate
+
+    return evaluate(
+        Path(checkpoint),
+        split.dataset,
+        split.split,
+        shards=Path(cfg.data.shards_root),
+        out=out,
+        heldout=cfg.data.heldout_root,
+        device=cfg.train.device,
+    )
+
+
 def parse_selection(selection: str) -> tuple[str, str, str]:
     """``"ref-davis17/valid/J&F"`` → ``("ref-davis17", "valid", "J&F")``."""
     parts = selection.split("/", 2)

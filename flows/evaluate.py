@@ -18,7 +18,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import IO_RETRIES, IO_RETRY_DELAY_S, load_flow_config, mlflow_run_url, retry_on_io
+from flows.common import (
+    IO_RETRIES,
+    IO_RETRY_DELAY_S,
+    load_flow_config,
+    mlflow_run_url,
+    retry_on_io,
+    score_split,
+)
 from refsam.config import DataSplit, RefSAMConfig
 
 
@@ -90,19 +97,9 @@ def evaluate_set(
     step: int = 0,
 ) -> EvalOutcome:
     """Score ``checkpoint`` on one split into ``out`` and log it (module docstring)."""
-    from refsam.eval.evaluator import evaluate
-
     tracker = _start_eval_run(cfg, split, checkpoint, train_run_id)
     try:
-        result = evaluate(
-            Path(checkpoint),
-            split.dataset,
-            split.split,
-            shards=Path(cfg.data.shards_root),
-            out=out,
-            heldout=cfg.data.heldout_root,
-            device=cfg.train.device,
-        )
+        result = score_split(cfg, split, checkpoint, out)
         metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
         outcome = EvalOutcome(
             split.dataset,

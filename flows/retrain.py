@@ -36,6 +36,7 @@ from flows.common import (
     parse_selection,
     required_splits,
     retry_on_io,
+    score_split,
     with_run_name,
 )
 from flows.evaluate import EvalOutcome, EvalSetsFailed, evaluate_sets
@@ -134,20 +135,11 @@ def rescore_champion(
     cfg: RefSAMConfig, version: str, split: DataSplit, metric: str, manifest_hash: str, out: Path
 ) -> float:
     """The champion's ``metric`` on today's ``split`` (its own checkpoint and settings)."""
-    from refsam.eval.evaluator import evaluate
     from refsam.tracking import resolve_model_uri
 
     name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
     checkpoint = resolve_model_uri(f"models:/{name}@{alias}", tracking=cfg.tracking)
-    result = evaluate(
-        checkpoint,
-        split.dataset,
-        split.split,
-        shards=Path(cfg.data.shards_root),
-        out=out,
-        heldout=cfg.data.heldout_root,
-        device=cfg.train.device,
-    )
+    result = score_split(cfg, split, checkpoint, out)
     if metric not in result.metrics:
         raise RuntimeError(
             f"re-scoring champion v{version} on {split.tag} gave no {metric!r} "

@@ -330,7 +330,8 @@ class RefSAM(nn.Module):
             clip_index = torch.arange(batch)
         elif (
             clip_index.shape != (batch,)
-            or not 0 <= int(clip_index.min()) <= int(clip_index.max()) < clips
+            or int(clip_index.min()) < 0
+            or int(clip_index.max()) >= clips
         ):
             raise ValueError(f"clip_index must be {batch} indices below {clips}")
         if steps == 1 and self.tracking is not None and self.training and not self._warned_single:
