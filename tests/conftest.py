@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from refsam.data.demo import generate_demo
+from refsam.data.shards import ingest
+from refsam.data.sources import raw_dir_name
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +17,21 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     generate_demo(root, seed=0, scale="tiny")
     return root
+
+
+TRAIN_SPLITS = [
+    ("refcoco", "train"), ("refcoco+", "train"), ("refcocog", "train"),
+    ("ref-youtube-vos", "train"), ("ref-youtube-vos", "valid"), ("ref-davis17", "valid"),
+    ("mevis", "train"), ("mevis", "valid"), ("refcoco", "val"), ("refcoco+", "val"), ("refcocog", "val"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo's splits used by the configs, ingested with 2 videos per shard."""
+    out = tmp_path_factory.mktemp("train-shards")
+    for name, split in TRAIN_SPLITS:
+        ingest(
+            name, split, demo_root / "raw" / raw_dir_name(name), out, shard_size=2, progress=False
+        )
+    return out

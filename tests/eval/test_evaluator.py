@@ -13,8 +13,6 @@ import torch
 from refsam.cli import main
 from refsam.config import RefSAMConfig, load_config
 from refsam.data.loader import iter_eval_videos
-from refsam.data.shards import ingest
-from refsam.data.sources import raw_dir_name
 from refsam.errors import DataError
 from refsam.eval import layouts
 from refsam.eval.evaluator import EvalResult, evaluate, evaluate_model
@@ -23,22 +21,12 @@ from refsam.eval.submission import check_submission
 from refsam.train.state import build_model, save_model_checkpoint
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
-SPLITS = [
-    ("ref-youtube-vos", "valid"),
-    ("ref-davis17", "valid"),
-    ("mevis", "valid"),
-    ("refcoco", "val"),
-]
 
 
 @pytest.fixture(scope="module")
-def shards(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("eval-shards")
-    for name, split in SPLITS:
-        ingest(
-            name, split, demo_root / "raw" / raw_dir_name(name), out, shard_size=2, progress=False
-        )
-    return out
+def shards(tiny_shards: Path) -> Path:
+    """The session's tiny demo shards (tests/conftest.py; read only here)."""
+    return tiny_shards
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,17 @@ def test_load_is_weights_only_and_checks_the_format(tmp_path: Path) -> None:
         load_checkpoint(garbage)
 
 
+def _draw_all() -> tuple:
+    """One draw from every generator a checkpoint's RNG state covers."""
+    return (
+        torch.rand(3),
+        np.random.rand(3),
+        np.random.normal(),
+        random.random(),
+        random.gauss(0, 1),
+    )
+
+
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path: Path) -> None:
     torch.manual_seed(1)
     np.random.seed(2)
@@ -78,24 +89,12 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path: Path) -> No
     np.random.normal()  # leaves a cached gaussian in numpy's state
     state = capture_rng_state()
     path = atomic_save({"format": FORMAT, "rng": state}, tmp_path / "rng.pt")
-    expected = (
-        torch.rand(3),
-        np.random.rand(3),
-        np.random.normal(),
-        random.random(),
-        random.gauss(0, 1),
-    )
+    expected = _draw_all()
     torch.manual_seed(99)
     np.random.seed(99)
     random.seed(99)
     restore_rng_state(load_checkpoint(path)["rng"])
-    got = (
-        torch.rand(3),
-        np.random.rand(3),
-        np.random.normal(),
-        random.random(),
-        random.gauss(0, 1),
-    )
+    got = _draw_all()
     assert torch.equal(expected[0], got[0])
     assert np.array_equal(expected[1], got[1])
     assert expected[2:] == got[2:]
