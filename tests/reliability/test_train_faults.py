@@ -10,7 +10,6 @@ from __future__ import annotations
 import builtins
 import errno
 import io
-import logging
 import os
 import pickle
 import re
@@ -49,6 +48,7 @@ from tests.reliability.test_kill_train import (
     child_log,
     kill_when,
     quiet_cpu,
+    run_child,
     start_child,
     state_of,
     train_args,
@@ -101,7 +101,6 @@ def test_second_training_into_a_run_dir_fails_at_once_and_a_dead_owners_lock_is_
     setup: dict[str, Any],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     out = tmp_path / "out"
     run = out / "smoke"
@@ -131,12 +130,10 @@ def test_second_training_into_a_run_dir_fails_at_once_and_a_dead_owners_lock_is_
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
     assert lock.exists()
-    with caplog.at_level(logging.INFO, logger="refsam"):
-        assert main(train_args(setup, out, "--resume", "auto")) == 0
+    log = run_child(train_args(setup, out, "--resume", "auto"))  # compared: in a child
     assert any(
-        "taking over the lock" in r.getMessage() and str(proc.pid) in r.getMessage()
-        for r in caplog.records
-    )
+        "taking over the lock" in line and str(proc.pid) in line for line in log.splitlines()
+    ), log
     assert not lock.exists() and temporaries(run) == []
     assert_same(state_of(run / "checkpoints" / f"step-{STEPS:08d}.pt"), setup["reference"][STEPS])
 
@@ -400,8 +397,7 @@ def test_disk_fault_while_writing_a_checkpoint_keeps_the_previous_ones(
     # nothing was lost: the rerun ends as the reference. It runs in a child, so no thread
     # left in this process by earlier tests can draw from the global RNG the checkpoint saves
     # (seen once in CI: the saved python RNG state differed, the weights did not).
-    proc = start_child(train_args(setup, out, "--resume", "auto"))
-    assert proc.wait(timeout=600) == 0, child_log(proc)
+    run_child(train_args(setup, out, "--resume", "auto"))
     assert_same(state_of(ckpt / f"step-{STEPS:08d}.pt"), setup["reference"][STEPS])
     assert_same(load_checkpoint(ckpt / BEST)["model"], setup["best"], BEST)
 
