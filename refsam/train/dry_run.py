@@ -21,7 +21,7 @@ from refsam.errors import ConfigError
 from refsam.modeling import RefSAM, TextEncoder, get_variant
 from refsam.modeling.checkpoint import SAM_PREFIXES, SamCheckpointError
 from refsam.modeling.text_encoder import DEFAULT_TEXT_ENCODER
-from refsam.train.runner import TrainResult, run_dir_of, trainable_counts
+from refsam.train.results import TrainResult, run_dir_of, trainable_counts
 from refsam.train.schedule import build_optimizer, group_lr
 from refsam.train.state import build_model, shard_dir
 

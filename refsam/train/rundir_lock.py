@@ -29,7 +29,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def run_dir(cfg: Any) -> Path:
-    """``<train.output_dir>/<train.run_name>`` (same as ``runner.run_dir_of``)."""
+    """``<train.output_dir>/<train.run_name>`` (same as ``results.run_dir_of``)."""
     return Path(cfg.train.output_dir) / cfg.train.run_name
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from refsam.train.checkpoint import (
 )
 from refsam.train.logging import NullRunLogger, RunLogger
 from refsam.train.loop import BatchStream, LoaderPosition, resolve_precision, train_step
+from refsam.train.results import StageResult, TrainResult, run_dir_of, trainable_counts
 from refsam.train.rundir_lock import holds_run_dir_lock
 from refsam.train.schedule import WarmupCosine, build_optimizer
 from refsam.train.state import (
@@ -46,44 +46,6 @@ from refsam.train.state import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageResult:
-    name: str
-    steps: int
-    clips: int
-    final_loss: float
-    seconds: float
-
-    @property
-    def clips_per_s(self) -> float:
-        return self.clips / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` did (INTERFACES.md)."""
-
-    run_dir: Path
-    last_checkpoint: Path | None
-    best_checkpoint: Path | None
-    steps: int
-    metrics: dict[str, float]
-    stages: list[StageResult]
-    wall_s: float
-    trainable_params: dict[str, int]
-    dry_run: bool = False
-    parameter_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
-    model: RefSAM | None = field(default=None, repr=False)
-
-
-def run_dir_of(cfg: RefSAMConfig) -> Path:
-    return Path(cfg.train.output_dir) / cfg.train.run_name
-
-
-def trainable_counts(model: RefSAM) -> dict[str, int]:
-    return {name: sum(p.numel() for p in ps) for name, ps in model.param_groups().items()}
 
 
 def resume_run_id(cfg: RefSAMConfig, resume: Path | str | None) -> str | None:

@@ -1,0 +1,100 @@
+"""Where an evaluation finds its videos and ground truth: the split's shards (with GT
+where the published split has it) or the held-out demo GT (DATA.md) beside them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from refsam.data.loader import iter_eval_videos
+from refsam.data.rle import decode_rle
+from refsam.data.types import EvalExpression, EvalVideo
+from refsam.errors import DataError
+from refsam.eval.io import VOID_LABEL, read_png
+
+
+def shard_dir_for(shards: Path, dataset: str, split: str) -> Path:
+    """``shards`` may be the shards root (holding ``<dataset>/<split>``) or the split dir."""
+    shards = Path(shards)
+    for candidate in (shards / dataset / split, shards):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise DataError(
+        f"{shards}: no shards of {dataset}/{split} (expected {shards / dataset / split}/manifest.json; "
+        "run `refsam ingest` first)"
+    )
+
+
+def heldout_dir_for(heldout: Path | None, dataset: str, split: str) -> Path | None:
+    """``<heldout>/<dataset>/<split>`` (or ``heldout`` itself) when it exists."""
+    if heldout is None:
+        return None
+    for candidate in (Path(heldout) / dataset / split, Path(heldout)):
+        if (candidate / "meta_expressions.json").is_file():
+            return candidate
+    return None
+
+
+def limited_videos(shard_dir: Path, max_videos: int | None) -> Iterator[EvalVideo]:
+    for index, video in enumerate(iter_eval_videos(shard_dir)):
+        if max_videos is not None and index >= max_videos:
+            return
+        yield video
+
+
+def gt_labels(video: EvalVideo) -> np.ndarray:
+    """T×H×W uint8 label map of the video's objects (label = int obj id), void = 255."""
+    labels = np.zeros((len(video.frame_names), video.height, video.width), dtype=np.uint8)
+    for obj in video.objects:
+        if obj.masks is None:
+            raise DataError(f"{video.dataset}/{video.split}/{video.video}: no ground truth")
+        for t in range(len(labels)):
+            labels[t][obj.masks[t]] = int(obj.obj_id)
+    if video.void is not None:
+        for t in range(len(labels)):
+            labels[t][video.void[t]] = VOID_LABEL
+    return labels
+
+
+class HeldoutGT:
+    """Held-out demo ground truth of a split whose shards carry none (DATA.md):
+    Ref-YouTube-VOS ``Annotations/<vid>/<frame>.png``, MeViS ``mask_dict.json``."""
+
+    def __init__(self, folder: Path, dataset: str) -> None:
+        self.folder, self.dataset = folder, dataset
+        self.mask_dict = None
+        if dataset == "mevis":
+            self.mask_dict = json.loads((folder / "mask_dict.json").read_text(encoding="utf-8"))
+        meta = json.loads((folder / "meta_expressions.json").read_text(encoding="utf-8"))
+        self.targets: dict[tuple[str, str], list[str]] = {}
+        for vid, video in meta.get("videos", {}).items():
+            for exp_id, exp in video.get("expressions", {}).items():
+                ids = exp.get("anno_id", exp.get("obj_id"))
+                ids = ids if isinstance(ids, list) else [ids]
+                self.targets[(vid, str(exp_id))] = [str(i) for i in ids if i is not None]
+
+    def target(self, video: EvalVideo, exp: EvalExpression) -> np.ndarray | None:
+        """T×H×W bool union of the expression's objects (None when the video has no GT)."""
+        obj_ids = self.targets.get((video.video, exp.exp_id)) or list(exp.obj_ids)
+        if not obj_ids:
+            return None
+        shape = (len(video.frame_names), video.height, video.width)
+        out = np.zeros(shape, dtype=bool)
+        if self.mask_dict is not None:
+            for anno in obj_ids:
+                for t, rle in enumerate(self.mask_dict.get(str(anno), [])[: shape[0]]):
+                    if rle:
+                        out[t] |= decode_rle(rle, video.height, video.width)
+            return out
+        folder = self.folder / "Annotations" / video.video
+        if not folder.is_dir():
+            return None
+        ids = [int(i) for i in obj_ids]
+        for t, name in enumerate(video.frame_names):
+            path = folder / f"{name}.png"
+            if path.is_file():
+                out[t] = np.isin(read_png(path), ids)
+        return out
