@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,16 +66,8 @@ def resolve_text_encoder(name: str | os.PathLike | None) -> tuple[str, Path]:
 class TextEncoder(nn.Module):
     """list[str] → :class:`TextFeatures` with Ct = the encoder's hidden size. Frozen."""
 
-    def __init__(
-        self,
-        name: str | os.PathLike | None = None,
-        *,
-        max_length: int = 64,
-        cache_size: int = 16384,
-    ) -> None:
+    def __init__(self, name: str | os.PathLike | None = None, *, max_length: int = 64) -> None:
         super().__init__()
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
         from transformers.utils import logging as hf_logging
 
@@ -108,45 +99,10 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, texts: list[str]) -> TextFeatures:
-        """Per-token features (0 at padding), their mask and the mean over tokens.
-
-        The encoder is frozen, so a sentence's features never change: they are kept in an
-        LRU cache of ``cache_size`` sentences (training sees each sentence many times; ~18 %
-        of a demo training step was spent here). Each new sentence is encoded on its own, so
-        its features do not depend on which batch it first came in (padding changes float
-        sums): a resumed run gets the same features as an uninterrupted one.
-        """
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"expected a non-empty list of strings, got {texts!r}")
-        if self.cache_size <= 0:
-            return self._encode(list(texts))
-        found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for text in dict.fromkeys(texts):
-            if text in self._cache:
-                self._cache.move_to_end(text)
-            else:
-                one = self._encode([text])
-                self._cache[text] = (one.words[0], one.sentence[0])
-            found[text] = self._cache[text]
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        entries = [found[t] for t in texts]
-        length = max(words.shape[0] for words, _ in entries)
-        words = torch.zeros(len(texts), length, self.width, device=self.device)
-        mask = torch.zeros(len(texts), length, dtype=torch.bool, device=self.device)
-        for row, (tokens, _) in enumerate(entries):
-            words[row, : tokens.shape[0]] = tokens
-            mask[row, : tokens.shape[0]] = True
-        sentence = torch.stack([sentence for _, sentence in entries])
-        return TextFeatures(words=words, sentence=sentence, mask=mask)
-
-    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self._cache.clear()  # .to(device) / .half(): cached tensors would be stale
-        return super()._apply(fn, *args, **kwargs)
-
-    def _encode(self, texts: list[str]) -> TextFeatures:
         tokens = self.tokenizer(
-            texts,
+            list(texts),
             padding=True,
             truncation=True,
             max_length=self.max_length,

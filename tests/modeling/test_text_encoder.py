@@ -26,55 +26,13 @@ def test_shapes_and_pooling_over_real_tokens(text_encoder):
 
 
 def test_padded_batch_equals_each_text_alone(text_encoder):
-    batch = text_encoder._encode(TEXTS)  # one padded batch through the transformer
+    batch = text_encoder(TEXTS)
     for row, text in enumerate(TEXTS):
         alone = text_encoder([text])
         n = alone.lengths[0]
         assert batch.lengths[row] == n
         assert torch.allclose(batch.words[row, :n], alone.words[0], atol=1e-5)
         assert torch.allclose(batch.sentence[row], alone.sentence[0], atol=1e-5)
-
-
-def test_cache_gives_each_sentence_the_same_features_whatever_its_batch(text_encoder):
-    """A sentence's features are computed alone the first time and reused, so they are
-    bitwise the same in any batch, first seen or not (exact resume relies on it); the
-    cache is an LRU of ``cache_size`` sentences; 0 turns it off."""
-    texts = ["a cat", "the big blue square moving left", "a red circle", "a cat"]
-    saved, size = dict(text_encoder._cache), text_encoder.cache_size
-    try:
-        text_encoder._cache.clear()
-        first = text_encoder(texts[1:3])  # "a cat" not seen yet
-        mixed = text_encoder(texts)
-        assert list(text_encoder._cache) == [  # least recently used first
-            "a cat",
-            "the big blue square moving left",
-            "a red circle",
-        ]
-        assert torch.equal(mixed.sentence[1:3], first.sentence)
-        assert torch.equal(mixed.words[1, : first.lengths[0]], first.words[0, : first.lengths[0]])
-        assert torch.equal(mixed.words[0], mixed.words[3]) and mixed.lengths == [4, 8, 5, 4]
-        assert torch.equal(mixed.mask, torch.arange(8) < torch.tensor(mixed.lengths)[:, None])
-        assert torch.count_nonzero(mixed.words[0, 4:]) == 0  # padding stays 0
-        uncached = text_encoder._encode(texts)
-        assert torch.allclose(mixed.words, uncached.words, atol=1e-5)
-        assert torch.allclose(mixed.sentence, uncached.sentence, atol=1e-5)
-        text_encoder.cache_size = 2
-        text_encoder(["one", "two", "three"])
-        assert list(text_encoder._cache) == ["two", "three"]  # least recently used dropped
-        text_encoder(["two", "four"])
-        assert list(text_encoder._cache) == ["two", "four"]
-        text_encoder.cache_size = 0
-        text_encoder._cache.clear()
-        off = text_encoder(texts)
-        assert not text_encoder._cache and torch.allclose(off.words, uncached.words, atol=0)
-        text_encoder.cache_size = 4
-        text_encoder(texts)
-        text_encoder.to(torch.float64).to(torch.float32)  # a dtype/device move empties it
-        assert not text_encoder._cache
-    finally:
-        text_encoder.cache_size = size
-        text_encoder._cache.clear()
-        text_encoder._cache.update(saved)
 
 
 def test_frozen_and_always_eval(text_encoder, build_tiny):
