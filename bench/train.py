@@ -3,8 +3,9 @@
 (a) Training clips/s at T = 1, 3, 5 frames per clip (batch 4, Ref-YouTube-VOS demo clips,
     the whole step: loader, frame-by-frame forward with the track state, focal + dice,
     backward, AdamW), and at T = 2 with up to 8 expressions sharing each clip (the demo
-    recipe's `expressions_per_clip`: expressions/s is the figure that grows). (b) Online evaluation frames/s with 1 and 8 expressions per video
-    (the encoder runs once per frame for all expressions). On a CPU the rates come from
+    recipe's `expressions_per_clip`: expressions/s is the figure that grows).
+(b) Online evaluation frames/s with 1 and 8 expressions per video (the encoder runs once
+    per frame for all expressions). On a CPU the rates come from
     process CPU time with one torch thread (this machine is shared: wall time measures the
     neighbours); wall-clock rates are recorded too. Sides interleaved, repeated, medians.
     Goal: 8 expressions cost < 3× one expression per frame (one encoder pass per frame).

@@ -95,7 +95,7 @@ def train_args(setup: dict[str, Path], out: Path, *extra: str) -> list[str]:
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # as the in-process runs (see setup)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # as in-process runs (quiet_cpu)
     env.update(extra)
     return env
 
@@ -197,8 +197,8 @@ _REFERENCES: dict[Path, dict[str, Any]] = {}
 
 
 def build_reference(demo_root: Path, factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Tiny shards of the smoke stages and an uninterrupted reference run (in-process, once
-    per session): ``shards``, ``heldout``, ``reference`` (step → compared state), ``best``
+    """Tiny shards of the smoke stages and an uninterrupted reference run (in a child, see
+    ``run_child``; once per session): ``shards``, ``heldout``, ``reference`` (step → compared state), ``best``
     (best.pt's model) and ``files`` (name → the reference checkpoint files)."""
     if demo_root not in _REFERENCES:
         _REFERENCES[demo_root] = _build_reference(demo_root, factory.mktemp("train-reference"))
