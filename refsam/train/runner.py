@@ -206,6 +206,8 @@ class _Trainer:
             total=stage.steps,
             min_ratio=cfg.train.min_lr_ratio,
         )
+        if (problem := schedule.problem()) is not None:
+            log.warning("stage %r: %s", stage.name, problem)
         scaler = torch.amp.GradScaler("cuda") if self.precision.use_scaler else None
         stream = BatchStream(
             [shard_dir(cfg, d.dataset, d.split) for d in stage.datasets],

@@ -84,6 +84,16 @@ class WarmupCosine:
         progress = min(1.0, (step - self.warmup) / span)
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
+    def problem(self) -> str | None:
+        """Why this schedule never reaches its peak learning rate (None when it does)."""
+        if self.warmup >= self.total:
+            return (
+                f"warmup_steps ({self.warmup}) >= the stage's steps ({self.total}): the "
+                f"learning rate only climbs to {self.factor(self.total - 1):.2f} × its peak "
+                "and never decays; lower train.warmup_steps"
+            )
+        return None
+
     def _apply(self) -> None:
         factor = self.factor(self.last_step)
         for group in self.optimizer.param_groups:

@@ -75,3 +75,11 @@ def test_schedule_state_round_trip() -> None:
     other = WarmupCosine(other_opt, warmup=2, total=10)
     other.load_state_dict(state)
     assert other.lrs() == pytest.approx(schedule.lrs())
+
+
+def test_a_warmup_longer_than_the_stage_is_reported() -> None:
+    optimizer = build_optimizer(_groups(), TrainConfig(lr=1e-3))
+    assert WarmupCosine(optimizer, warmup=9, total=10).problem() is None
+    problem = WarmupCosine(optimizer, warmup=300, total=100).problem()
+    assert problem is not None and "warmup_steps (300) >= the stage's steps (100)" in problem
+    assert "0.33 × its peak" in problem  # step 99 of a 300-step warm-up: 100 / 301
