@@ -198,8 +198,9 @@ _REFERENCES: dict[Path, dict[str, Any]] = {}
 
 def build_reference(demo_root: Path, factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Tiny shards of the smoke stages and an uninterrupted reference run (in a child, see
-    ``run_child``; once per session): ``shards``, ``heldout``, ``reference`` (step → compared state), ``best``
-    (best.pt's model) and ``files`` (name → the reference checkpoint files)."""
+    ``run_child``; once per session): ``shards``, ``heldout``, ``reference`` (step →
+    compared state), ``best`` (best.pt's model) and ``files`` (name → the reference
+    checkpoint files)."""
     if demo_root not in _REFERENCES:
         _REFERENCES[demo_root] = _build_reference(demo_root, factory.mktemp("train-reference"))
     return _REFERENCES[demo_root]
