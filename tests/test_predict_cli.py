@@ -84,6 +84,8 @@ def test_predict_bad_input_is_exit_2(
     assert main([*base, "--video", str(tmp_path), "--text", "  "]) == 2
     assert "empty expression" in capsys.readouterr().err
     assert main([*base, "--video", str(tmp_path)]) == 2  # --text is required
+    assert main([*base, "--video", str(tmp_path), "--text", "x", "--threshold", "1.5"]) == 2
+    assert "--threshold: expected a value in (0, 1), got '1.5'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

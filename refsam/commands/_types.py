@@ -14,3 +14,14 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a mask threshold); else exit 2."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a value in (0, 1), got {text!r}")
+    return value

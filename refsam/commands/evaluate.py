@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from refsam.commands._types import positive_int
+from refsam.commands._types import positive_int, probability
 from refsam.errors import UserError
 
 
@@ -35,6 +35,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--max-videos", type=positive_int, help="only the first N videos (quick look)"
     )
+    parser.add_argument(
+        "--threshold",
+        type=probability,
+        help="mask probability threshold (default: the checkpoint config's eval.mask_threshold)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,12 +52,14 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(
         args.checkpoint, args.dataset, args.split, shards=args.shards, out=args.out,
         heldout=args.heldout, device=args.device, max_videos=args.max_videos,
+        threshold=args.threshold,
     )  # fmt: skip
     shown = ("J&F", "J", "F", "mIoU", "oIoU")
     numbers = ", ".join(f"{k}={float(result.metrics[k]):.4f}" for k in shown if k in result.metrics)
     print(
         f"{args.dataset}/{args.split}: {numbers or 'no ground truth: predictions only'} "
-        f"({result.frames} frames, {result.metrics.get('frames_per_s', 0):.1f} frames/s)"
+        f"({result.frames} frames, {result.metrics.get('frames_per_s', 0):.1f} frames/s, "
+        f"mask threshold {result.threshold:g})"
     )
     print(f"metrics: {result.metrics_json}")
     print(f"per sequence: {result.per_sequence_csv}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from refsam.commands._types import probability
 from refsam.errors import UserError
 
 SHEET_FRAMES = 8
@@ -43,7 +44,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     parser.add_argument("--fps", type=float, default=6.0, help="overlay video frame rate")
-    parser.add_argument("--threshold", type=float, help="mask threshold (default: the config's)")
+    parser.add_argument(
+        "--threshold", type=probability, help="mask threshold (default: the config's)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -73,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
     texts = [t.strip() for t in args.text]
     if any(not t for t in texts):
         raise UserError("--text: empty expression")
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        raise UserError(f"--threshold {args.threshold}: expected a value in (0, 1)")
     checkpoint = args.checkpoint
     if args.model is not None:
         from refsam.tracking import resolve_model_uri

@@ -82,6 +82,7 @@ class EvalResult:
     overlays: list[Path] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
+    threshold: float = 0.5
 
 
 class _Run:
@@ -237,6 +238,8 @@ def evaluate_model(
     ``texts`` replaces the text of some ``(video, exp_id)`` expressions (controls such as
     expressions swapped between videos); the ground truth stays the original's.
     """
+    if not 0 < threshold < 1:
+        raise UserError(f"mask threshold {threshold}: expected a value in (0, 1)")
     start = time.perf_counter()
     shard_dir = shard_dir_for(shards, dataset, split)
     out = Path(out)
@@ -284,6 +287,7 @@ def evaluate_model(
     record = {
         "dataset": dataset,
         "split": split,
+        "mask_threshold": threshold,
         "metrics": metrics,
         "seconds": seconds,
         "per_set": result.table if result and result.tables else None,
@@ -300,6 +304,7 @@ def evaluate_model(
         overlay_paths,
         run.frames,
         seconds,
+        threshold,
     )
 
 
@@ -332,9 +337,11 @@ def evaluate(
     device: str = "auto",
     logger: RunLogger | None = None,
     max_videos: int | None = None,
+    threshold: float | None = None,
 ) -> EvalResult:
     """Evaluate a training checkpoint (INTERFACES.md); shards/heldout default to the
-    checkpoint config's ``data.shards_root`` / ``data.heldout_root``."""
+    checkpoint config's ``data.shards_root`` / ``data.heldout_root``, ``threshold`` (the
+    mask probability threshold) to its ``eval.mask_threshold``."""
     model, cfg = load_model_from_checkpoint(checkpoint, device="cpu")
     shards = Path(shards) if shards is not None else cfg.data.shards_root
     if heldout is None:
@@ -349,7 +356,7 @@ def evaluate(
         out=out,
         heldout=heldout,
         device=device,
-        threshold=cfg.eval.mask_threshold,
+        threshold=cfg.eval.mask_threshold if threshold is None else threshold,
         overlays=cfg.eval.overlays,
         max_videos=max_videos,
     )

@@ -13,7 +13,7 @@ import torch
 from refsam.cli import main
 from refsam.config import RefSAMConfig, load_config
 from refsam.data.loader import iter_eval_videos
-from refsam.errors import DataError
+from refsam.errors import DataError, UserError
 from refsam.eval import layouts
 from refsam.eval.evaluator import EvalResult, evaluate, evaluate_model
 from refsam.eval.io import read_png
@@ -150,3 +150,37 @@ def test_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
             "--split", "valid", "--out", str(tmp_path / "o")]  # fmt: skip
     assert main(args) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def _foreground(pred_dir: Path) -> int:
+    return sum(int((read_png(p) > 0).sum()) for p in sorted(pred_dir.rglob("*.png")))
+
+
+def test_threshold_option(
+    checkpoint: Path, shards: Path, demo_root: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """``--threshold`` overrides the checkpoint config's mask threshold and is recorded."""
+    counts = {}
+    for threshold in ("0.0001", "0.9999"):
+        out = tmp_path / threshold
+        args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "ref-youtube-vos",
+                "--split", "valid", "--shards", str(shards), "--heldout", str(demo_root / "heldout"),
+                "--out", str(out), "--device", "cpu", "--max-videos", "1", "--threshold", threshold]  # fmt: skip
+        assert main(args) == 0
+        assert f"mask threshold {float(threshold):g}" in capsys.readouterr().out
+        assert json.loads((out / "metrics.json").read_text())["mask_threshold"] == float(threshold)
+        counts[threshold] = _foreground(out / "predictions")
+    assert counts["0.0001"] > counts["0.9999"]
+    default = evaluate(checkpoint, "ref-youtube-vos", "valid", shards=shards, out=tmp_path / "d",
+                       heldout=demo_root / "heldout", device="cpu", max_videos=1)  # fmt: skip
+    assert default.threshold == 0.5  # configs/smoke.yaml keeps the default
+    assert counts["0.0001"] >= _foreground(tmp_path / "d" / "predictions") >= counts["0.9999"]
+    for bad in ("1", "0", "-0.2", "half"):
+        args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "ref-davis17",
+                "--split", "valid", "--out", str(tmp_path / "o"), "--threshold", bad]  # fmt: skip
+        assert main(args) == 2
+        assert f"--threshold: expected a value in (0, 1), got {bad!r}" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"mask threshold 1.5: expected a value in \(0, 1\)"):
+        evaluate(checkpoint, "ref-davis17", "valid", shards=shards, out=tmp_path / "o",
+                 threshold=1.5)  # fmt: skip
