@@ -56,9 +56,12 @@ def demo_training(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult
 
 
 def _jf(model: torch.nn.Module, root: Path, dataset: str, out: Path, **kwargs: object) -> float:
+    """J&F at the recipe's own mask threshold, as the trained scores are measured."""
+    threshold = load_config(CONFIGS / "demo-tiny-cpu.yaml").eval.mask_threshold
     result = evaluate_model(
         model, dataset, "valid", shards=root / "demo" / "shards", out=out,
-        heldout=root / "demo" / "heldout", device="cpu", overlays=0, progress=False, **kwargs,
+        heldout=root / "demo" / "heldout", device="cpu", threshold=threshold, overlays=0,
+        progress=False, **kwargs,
     )  # fmt: skip
     return float(result.metrics["J&F"])
 
