@@ -238,17 +238,16 @@ def evaluate_model(
     ``texts`` replaces the text of some ``(video, exp_id)`` expressions (controls such as
     expressions swapped between videos); the ground truth stays the original's.
     """
-    if not 0 < threshold < 1:
-        raise UserError(f"mask threshold {threshold}: expected a value in (0, 1)")
+    was_training = model.training
+    predictor = OnlinePredictor(model, device=device, threshold=threshold)  # checks threshold
     start = time.perf_counter()
     shard_dir = shard_dir_for(shards, dataset, split)
     out = Path(out)
     pred_dir = out / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
     gt_dir = heldout_dir_for(heldout, dataset, split)
     held = HeldoutGT(gt_dir, dataset) if gt_dir is not None else None
-    run = _Run(OnlinePredictor(model, device=device, threshold=threshold), dataset, pred_dir, held)
+    run = _Run(predictor, dataset, pred_dir, held)
     run.texts = dict(texts or {})
     for video in tqdm(
         limited_videos(shard_dir, max_videos),

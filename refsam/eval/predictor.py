@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from refsam.errors import DataError
+from refsam.errors import DataError, UserError
 from refsam.modeling.preprocess import resize_frame, restore_size
 from refsam.modeling.refsam import RefSAM
 
@@ -100,12 +100,14 @@ class OnlinePredictor:
     Args:
         model: a RefSAM model (moved to ``device`` and put in eval mode).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, … .
-        threshold: probability above which a pixel is in the mask.
+        threshold: probability above which a pixel is in the mask, in (0, 1).
     """
 
     def __init__(
         self, model: RefSAM, *, device: str | torch.device = "auto", threshold: float = 0.5
     ) -> None:
+        if not 0 < threshold < 1:
+            raise UserError(f"mask threshold {threshold}: expected a value in (0, 1)")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.threshold = threshold
