@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,32 @@ from refsam.data.demo import SCALES, generate_demo
 from refsam.errors import UserError
 
 
-def _seed(text: str) -> int:
+def _integer(flag: str, minimum: int, words: str):  # noqa: ANN202
+    """An argparse type: an int ≥ ``minimum``, else a UserError naming ``flag``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise UserError(f"{flag} must be a {words} integer, got {text!r}")
+        return value
+
+    return parse
+
+
+_seed = _integer("--seed", 0, "non-negative")
+_workers = _integer("--workers", 1, "positive")
+
+
+def default_workers() -> int:
+    """The CPUs this process may use, at most 8."""
     try:
-        value = int(text)
-    except ValueError:
-        raise UserError(f"--seed must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise UserError(f"--seed must be a non-negative integer, got {value}")
-    return value
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API on this OS
+        usable = os.cpu_count() or 1
+    return max(1, min(8, usable))
 
 
 def register(subparsers: Any) -> None:
@@ -38,6 +57,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--scale", default="small", help=f"one of {', '.join(SCALES)} (default small)"
     )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=default_workers(),
+        help="processes rendering frames (default: the usable CPUs, at most 8; the files "
+        "are the same whatever the number)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,7 +73,7 @@ def _size(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the demo data and print a table of what was written."""
-    summary = generate_demo(args.out, seed=args.seed, scale=args.scale)
+    summary = generate_demo(args.out, seed=args.seed, scale=args.scale, workers=args.workers)
     print(f"{'dataset':<17}{'videos/images':>14}{'expressions':>13}{'frames':>9}{'size':>11}")
     for name, row in summary["datasets"].items():
         items = row.get("videos", row.get("images", 0))

@@ -10,17 +10,22 @@ also the structured record of what every expression means (tests use it).
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
 import time
 import zlib
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from refsam.data import demo_writers
+from refsam.data import demo_coco, demo_writers
 from refsam.data.demo_language import (
     Expression,
     group_expressions,
@@ -238,7 +243,7 @@ def _coco(seed: int, scale: Scale) -> tuple[list[ImagePlan], dict[str, list[RefP
                 family_refs.append(
                     RefPlan(
                         len(family_refs), image.ann_ids[obj.obj_id], image.image_id, obj.obj_id,
-                        demo_writers.CATEGORY_IDS[obj.shape], split, sentences,
+                        demo_coco.CATEGORY_IDS[obj.shape], split, sentences,
                     )
                 )  # fmt: skip
         refs[family] = family_refs
@@ -307,31 +312,48 @@ def _summary(plan: DemoPlan, out: Path, seconds: float) -> dict[str, Any]:
     }
 
 
-def _check_args(out: Path, seed: int, scale: str) -> None:
+def _check_args(out: Path, seed: int, scale: str, workers: int) -> None:
     if scale not in SCALES:
         raise UserError(f"unknown demo scale {scale!r}; expected one of {sorted(SCALES)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"demo seed must be a non-negative integer, got {seed!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UserError(f"demo workers must be a positive integer, got {workers!r}")
     if out.exists() and not out.is_dir():
         raise UserError(f"demo output {out} exists and is not a directory")
 
 
-def generate_demo(out: Path, *, seed: int = 0, scale: str = "small") -> dict[str, Any]:
+@contextmanager
+def _mapper(workers: int) -> Iterator[demo_writers.Mapper]:
+    """``map`` itself for one worker, else the ordered ``map`` of a process pool (spawned:
+    safe whatever threads the caller runs)."""
+    if workers == 1:
+        yield map
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield partial(pool.map, chunksize=8)
+
+
+def generate_demo(
+    out: Path, *, seed: int = 0, scale: str = "small", workers: int = 1
+) -> dict[str, Any]:
     """Write the demo datasets under ``out/raw`` and ``out/heldout``; return a summary.
 
     Both folders are built in a temporary folder inside ``out`` and then swapped in, so a
     re-run replaces them whole (no stale files) and leaves anything else in ``out`` alone.
-    Same ``(seed, scale)`` → byte-identical files.
+    Same ``(seed, scale)`` → byte-identical files, whatever ``workers`` (processes that
+    render frames; every item is planned before rendering starts).
 
     Returns:
         ``{"out", "seed", "scale", "datasets": {name: {videos|images, expressions, frames,
         bytes, ...}}, "heldout_bytes", "total_bytes", "seconds"}``.
 
     Raises:
-        UserError: unknown ``scale``, negative ``seed`` or ``out`` is a file.
+        UserError: unknown ``scale``, negative ``seed``, ``workers`` < 1 or ``out`` is a file.
     """
     out = Path(out)
-    _check_args(out, seed, scale)
+    _check_args(out, seed, scale, workers)
     start = time.perf_counter()
     plan = build_plan(seed=seed, scale=scale)
     out.mkdir(parents=True, exist_ok=True)
@@ -339,10 +361,13 @@ def generate_demo(out: Path, *, seed: int = 0, scale: str = "small") -> dict[str
     shutil.rmtree(staging, ignore_errors=True)
     try:
         raw, heldout = staging / "raw", staging / "heldout"
-        demo_writers.write_ytvos(raw / "ref-youtube-vos", heldout / "ref-youtube-vos", plan.ytvos)
-        demo_writers.write_davis(raw / "ref-davis", plan.davis)
-        demo_writers.write_mevis(raw / "mevis", heldout / "mevis", plan.mevis)
-        demo_writers.write_coco(raw / "coco", plan.coco_images, plan.refs)
+        with _mapper(workers) as mapper:
+            demo_writers.write_ytvos(
+                raw / "ref-youtube-vos", heldout / "ref-youtube-vos", plan.ytvos, mapper
+            )
+            demo_writers.write_davis(raw / "ref-davis", plan.davis, mapper)
+            demo_writers.write_mevis(raw / "mevis", heldout / "mevis", plan.mevis, mapper)
+            demo_coco.write_coco(raw / "coco", plan.coco_images, plan.refs, mapper)
         for name in ("raw", "heldout"):
             old = out / f".demo-old-{name}-{os.getpid()}"
             if (out / name).exists():
@@ -353,6 +378,11 @@ def generate_demo(out: Path, *, seed: int = 0, scale: str = "small") -> dict[str
         shutil.rmtree(staging, ignore_errors=True)
     summary = _summary(plan, out, time.perf_counter() - start)
     log.info(
-        "demo data (%s, seed %d) written to %s in %.1f s", scale, seed, out, summary["seconds"]
+        "demo data (%s, seed %d) written to %s in %.1f s with %d worker(s)",
+        scale,
+        seed,
+        out,
+        summary["seconds"],
+        workers,
     )
     return summary

@@ -9,8 +9,8 @@ sorted keys where the format has maps, fixed encoder settings, no timestamps.
 from __future__ import annotations
 
 import json
-import pickle
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,11 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from refsam.data.demo_language import Expression
-from refsam.data.demo_scenes import SHAPES, Scene, render_frame
+from refsam.data.demo_scenes import Scene, render_frame
 
 JPEG_QUALITY = 90
 VOID = 255
 DAVIS_RENAMES = {"classic-car": "clasic-car"}  # names as (mis)spelt in the text annotations
-CATEGORY_IDS = {shape: i + 1 for i, shape in enumerate(SHAPES)}
 
 
 def palette() -> list[int]:
@@ -73,18 +72,42 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _progress(items: list[Any], desc: str) -> Iterable[Any]:
-    return tqdm(items, desc=desc, unit="video", disable=None, leave=False)
+# ``map``-like: applies a module-level function to every item, results in item order. The
+# writers render through it, so the caller chooses serial (``map``) or a process pool.
+Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 
 
-def _render(scene: Scene, frame_dir: Path, frame_names: list[str]) -> list[np.ndarray]:
-    """Write the scene's frames as JPEGs named ``frame_names``; return the label maps."""
+def progress(results: Iterable[Any], total: int, desc: str, unit: str = "video") -> Iterator[Any]:
+    return iter(tqdm(results, total=total, desc=desc, unit=unit, disable=None, leave=False))
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One video to render: frames as JPEGs into ``frame_dir`` and, with ``annotation_dir``,
+    its id maps as palette PNGs there (DAVIS style with the void band when ``davis_void``)."""
+
+    scene: Scene
+    frame_dir: Path
+    frame_names: list[str]
+    annotation_dir: Path | None = None
+    davis_void: bool = False
+
+
+def render_video(job: RenderJob) -> list[np.ndarray]:
+    """Write one video's frames (and annotation PNGs); return its label maps (T × H×W)."""
     labels = []
-    for t, name in enumerate(frame_names):
-        rgb, lab = render_frame(scene, t)
-        save_jpeg(frame_dir / f"{name}.jpg", rgb)
+    for t, name in enumerate(job.frame_names):
+        rgb, lab = render_frame(job.scene, t)
+        save_jpeg(job.frame_dir / f"{name}.jpg", rgb)
+        if job.annotation_dir is not None:
+            annotation = davis_annotation(lab) if job.davis_void else lab
+            save_palette_png(job.annotation_dir / f"{name}.png", annotation)
         labels.append(lab)
     return labels
+
+
+def _render_all(mapper: Mapper, jobs: list[RenderJob], desc: str) -> Iterator[list[np.ndarray]]:
+    return progress(mapper(render_video, jobs), len(jobs), desc)
 
 
 def _ytvos_objects(scene: Scene, frame_names: list[str], labels: list[np.ndarray]) -> dict:
@@ -107,7 +130,7 @@ def _ytvos_expressions(expressions: list[Expression], *, with_obj: bool) -> dict
     return out
 
 
-def write_ytvos(root: Path, heldout: Path, videos: dict[str, list]) -> None:
+def write_ytvos(root: Path, heldout: Path, videos: dict[str, list], mapper: Mapper = map) -> None:
     """Ref-YouTube-VOS: train with masks; valid + test frames in ``valid/JPEGImages``.
 
     ``videos`` maps split (train, valid, test) to its VideoPlans. ``valid`` meta lists the
@@ -116,11 +139,18 @@ def write_ytvos(root: Path, heldout: Path, videos: dict[str, list]) -> None:
     """
     train_meta: dict[str, Any] = {}
     train_exps: dict[str, Any] = {}
-    for video in _progress(videos["train"], "ref-youtube-vos train"):
+    jobs = [
+        RenderJob(
+            v.scene,
+            root / "train/JPEGImages" / v.scene.name,
+            v.frame_names,
+            root / "train/Annotations" / v.scene.name,
+        )
+        for v in videos["train"]
+    ]
+    rendered = _render_all(mapper, jobs, "ref-youtube-vos train")
+    for video, labels in zip(videos["train"], rendered, strict=True):
         name, frames = video.scene.name, video.frame_names
-        labels = _render(video.scene, root / "train/JPEGImages" / name, frames)
-        for frame, lab in zip(frames, labels, strict=True):
-            save_palette_png(root / "train/Annotations" / name / f"{frame}.png", lab)
         train_meta[name] = {"objects": _ytvos_objects(video.scene, frames, labels)}
         train_exps[name] = {
             "expressions": _ytvos_expressions(video.expressions, with_obj=True),
@@ -134,11 +164,18 @@ def write_ytvos(root: Path, heldout: Path, videos: dict[str, list]) -> None:
     public: dict[str, dict[str, Any]] = {"valid": {}, "test": {}}
     evaluation = sorted(videos["valid"] + videos["test"], key=lambda v: v.scene.name)
     test_names = {v.scene.name for v in videos["test"]}
-    for video in _progress(evaluation, "ref-youtube-vos valid+test"):
+    jobs = [
+        RenderJob(
+            v.scene,
+            root / "valid/JPEGImages" / v.scene.name,
+            v.frame_names,
+            heldout / "valid/Annotations" / v.scene.name,
+        )
+        for v in evaluation
+    ]
+    rendered = _render_all(mapper, jobs, "ref-youtube-vos valid+test")
+    for video, labels in zip(evaluation, rendered, strict=True):
         name, frames = video.scene.name, video.frame_names
-        labels = _render(video.scene, root / "valid/JPEGImages" / name, frames)
-        for frame, lab in zip(frames, labels, strict=True):
-            save_palette_png(heldout / "valid/Annotations" / name / f"{frame}.png", lab)
         held_meta[name] = {"objects": _ytvos_objects(video.scene, frames, labels)}
         entry = {
             "expressions": _ytvos_expressions(video.expressions, with_obj=False),
@@ -176,17 +213,25 @@ _DAVIS_TEXT_FILES = (  # (file name, annotation_set, encoding)
 )
 
 
-def write_davis(root: Path, videos: dict[str, list]) -> None:
+def write_davis(root: Path, videos: dict[str, list], mapper: Mapper = map) -> None:
     """Ref-DAVIS17: DAVIS 2017 480p layout, ImageSets, and the four text annotation files."""
     lines: dict[int, list[str]] = {s: [] for _, s, _ in _DAVIS_TEXT_FILES}
     for split, image_set in (("train", "train"), ("valid", "val")):
         names = []
-        for video in _progress(videos[split], f"ref-davis {split}"):
-            name, frames = video.scene.name, video.frame_names
-            labels = _render(video.scene, root / "DAVIS/JPEGImages/480p" / name, frames)
-            for frame, lab in zip(frames, labels, strict=True):
-                path = root / "DAVIS/Annotations_unsupervised/480p" / name / f"{frame}.png"
-                save_palette_png(path, davis_annotation(lab))
+        jobs = [
+            RenderJob(
+                v.scene,
+                root / "DAVIS/JPEGImages/480p" / v.scene.name,
+                v.frame_names,
+                root / "DAVIS/Annotations_unsupervised/480p" / v.scene.name,
+                davis_void=True,
+            )
+            for v in videos[split]
+        ]
+        for video, _ in zip(
+            videos[split], _render_all(mapper, jobs, f"ref-davis {split}"), strict=True
+        ):
+            name = video.scene.name
             names.append(name)
             text_name = DAVIS_RENAMES.get(name, name)
             for e in video.expressions:
@@ -211,16 +256,19 @@ def _mevis_expressions(video: Any, anno_ids: dict[int, int], *, with_ids: bool) 
     return out
 
 
-def write_mevis(root: Path, heldout: Path, videos: dict[str, list]) -> None:
+def write_mevis(root: Path, heldout: Path, videos: dict[str, list], mapper: Mapper = map) -> None:
     """MeViS: train / valid_u with mask_dict.json, valid without (held-out copy aside)."""
     for split, plans in videos.items():
         metas: dict[str, Any] = {}
         held_metas: dict[str, Any] = {}
         masks: dict[str, Any] = {}
         next_anno = 0
-        for video in _progress(plans, f"mevis {split}"):
+        jobs = [
+            RenderJob(v.scene, root / split / "JPEGImages" / v.scene.name, v.frame_names)
+            for v in plans
+        ]
+        for video, labels in zip(plans, _render_all(mapper, jobs, f"mevis {split}"), strict=True):
             name, frames = video.scene.name, video.frame_names
-            labels = _render(video.scene, root / split / "JPEGImages" / name, frames)
             anno_ids = {}
             for obj in video.scene.objects:
                 anno_ids[obj.obj_id] = next_anno
@@ -244,111 +292,3 @@ def write_mevis(root: Path, heldout: Path, videos: dict[str, list]) -> None:
             save_json(heldout / "valid/meta_expressions.json", {"videos": held_metas})
         else:
             save_json(root / split / "mask_dict.json", masks)
-
-
-def uncompressed_rle(mask: np.ndarray) -> list[int]:
-    """COCO uncompressed RLE counts of an H×W mask (column-major runs, zeros first)."""
-    flat = mask.astype(np.uint8).flatten(order="F")
-    bounds = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
-    runs = [int(r) for r in np.diff(bounds)]
-    return [0, *runs] if flat[0] else runs
-
-
-_POLY_UPSAMPLE = 4
-
-
-def _polygons(mask: np.ndarray) -> list[list[float]]:
-    """Outer contours of ``mask`` as COCO polygons (flat x, y lists; ≥ 3 points each).
-
-    Traced on a 4× nearest-upsampled mask so the polygons follow pixel edges: pycocotools
-    decodes them back to exactly ``mask`` (holes aside).
-    """
-    big = np.kron(mask.astype(np.uint8), np.ones((_POLY_UPSAMPLE, _POLY_UPSAMPLE), np.uint8))
-    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [
-        [(float(v) + 0.5) / _POLY_UPSAMPLE for v in contour.reshape(-1)]
-        for contour in contours
-        if len(contour) >= 3
-    ]
-
-
-def _annotation(ann_id: int, image_id: int, obj: Any, mask: np.ndarray) -> dict[str, Any]:
-    """One COCO annotation; every third one stores (uncompressed) RLE instead of polygons."""
-    ys, xs = np.nonzero(mask)
-    bbox = [
-        float(xs.min()),
-        float(ys.min()),
-        float(xs.max() - xs.min() + 1),
-        float(ys.max() - ys.min() + 1),
-    ]
-    polys = _polygons(mask)
-    if ann_id % 3 == 0 or not polys:
-        h, w = mask.shape
-        segmentation: Any = {"size": [h, w], "counts": uncompressed_rle(mask)}
-    else:
-        segmentation = polys
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": CATEGORY_IDS[obj.shape],
-        "segmentation": segmentation,
-        "area": float(mask.sum()),
-        "bbox": bbox,
-        "iscrowd": 0,
-    }
-
-
-def write_coco(root: Path, images: list, families: dict[str, list]) -> None:
-    """COCO train2014 images plus ``refcoco*/refs(*).p`` and ``instances.json`` per family.
-
-    ``images`` are ImagePlans (image_id, scene, ann_ids); ``families`` maps a family name to
-    its RefPlans. Each instances.json holds the images its refs use and all their objects.
-    """
-    annotations: dict[int, list[dict[str, Any]]] = {}
-    image_entries: dict[int, dict[str, Any]] = {}
-    for image in _progress(images, "coco train2014"):
-        file_name = f"COCO_train2014_{image.image_id:012d}.jpg"
-        rgb, labels = render_frame(image.scene, 0)
-        save_jpeg(root / "train2014" / file_name, rgb)
-        image_entries[image.image_id] = {
-            "id": image.image_id,
-            "file_name": file_name,
-            "height": image.scene.height,
-            "width": image.scene.width,
-        }
-        annotations[image.image_id] = [
-            _annotation(image.ann_ids[o.obj_id], image.image_id, o, labels == o.obj_id)
-            for o in image.scene.objects
-        ]
-    categories = [{"id": i, "name": s, "supercategory": "shape"} for s, i in CATEGORY_IDS.items()]
-    for family, refs in families.items():
-        used = sorted({r.image_id for r in refs})
-        instances = {
-            "images": [image_entries[i] for i in used],
-            "annotations": [a for i in used for a in annotations[i]],
-            "categories": categories,
-        }
-        folder = root / family
-        save_json(folder / "instances.json", instances)
-        records = [_ref_record(r) for r in refs]
-        refs_name = "refs(umd).p" if family == "refcocog" else "refs(unc).p"
-        (folder / refs_name).write_bytes(pickle.dumps(records, protocol=2))
-
-
-def _ref_record(ref: Any) -> dict[str, Any]:
-    sentences = []
-    for e in ref.sentences:
-        raw = e.text[0].upper() + e.text[1:] + "."
-        sentences.append(
-            {"tokens": e.text.split(), "raw": raw, "sent_id": int(e.exp_id), "sent": e.text}
-        )
-    return {
-        "sent_ids": [s["sent_id"] for s in sentences],
-        "file_name": f"COCO_train2014_{ref.image_id:012d}_{ref.ann_id}.jpg",
-        "ann_id": ref.ann_id,
-        "ref_id": ref.ref_id,
-        "image_id": ref.image_id,
-        "split": ref.split,
-        "sentences": sentences,
-        "category_id": ref.category_id,
-    }

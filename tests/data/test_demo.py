@@ -379,6 +379,12 @@ def test_same_seed_same_bytes_other_seed_differs(demo_root: Path, tmp_path: Path
     assert any(n.endswith("meta.json") and h != reference.get(n) for n, h in other_hashes.items())
 
 
+def test_worker_processes_write_the_same_bytes(demo_root: Path, tmp_path: Path) -> None:
+    """Rendering in a process pool (results in plan order) changes no file."""
+    generate_demo(tmp_path, seed=0, scale="tiny", workers=2)
+    assert _tree_hashes(tmp_path) == _tree_hashes(demo_root)
+
+
 def test_summary_counts_the_files(demo_root: Path, tmp_path: Path) -> None:
     summary = generate_demo(tmp_path, seed=0, scale="tiny")
     ytvos = summary["datasets"]["ref-youtube-vos"]
@@ -406,7 +412,13 @@ def test_rerun_replaces_stale_files_and_keeps_others(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"scale": "huge"}, "scale"), ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed")],
+    [
+        ({"scale": "huge"}, "scale"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"workers": 0}, "workers"),
+        ({"workers": True}, "workers"),
+    ],
 )
 def test_generate_demo_rejects_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -422,6 +434,8 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert (out / "raw/ref-davis/DAVIS/ImageSets/2017/val.txt").is_file()
     assert main(["demo-data", "--out", str(tmp_path / "x"), "--scale", "huge"]) == 2
     assert main(["demo-data", "--out", str(tmp_path / "x"), "--seed", "-4"]) == 2
+    assert main(["demo-data", "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
+    assert "--workers must be a positive integer, got '0'" in capsys.readouterr().err
     a_file = tmp_path / "file"
     a_file.write_text("")
     assert main(["demo-data", "--out", str(a_file), "--scale", "tiny"]) == 2

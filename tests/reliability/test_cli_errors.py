@@ -141,6 +141,7 @@ CASES = {
     "demo-text-seed": ("demo-data --out {base}/d --seed one", "--seed"),
     "demo-unknown-scale": ("demo-data --out {base}/d --scale huge", "unknown demo scale"),
     "demo-missing-out": ("demo-data", "--out"),
+    "demo-zero-workers": ("demo-data --out {base}/d --workers 0", "--workers"),
 }
 
 
