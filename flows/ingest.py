@@ -2,11 +2,12 @@
 
 Thin on purpose: planning, shard writing and index/manifest writing are the library
 functions of :mod:`refsam.data.shards` (``refsam ingest`` runs the same code without
-Prefect). Shard tasks retry on transient I/O errors and are cached by a key made of the
-shard's plan key (input fingerprint, code version, shard size, its videos); a cache hit is
-only trusted while the shard and its state record still exist and match their checksum.
-Shard tasks run on threads unless a Dask scheduler address is given
-(:func:`flows.common.ingest_task_runner`; prefect-dask is imported only then).
+Prefect). Shards are cached by their plan key (input fingerprint, code version, shard size,
+its videos): a shard whose tar and state record exist with that key and a matching sha256
+is reused without a task, whoever wrote it (this flow or ``refsam ingest``); the others
+are written by shard tasks that retry on transient I/O errors. Shard tasks run on threads
+unless a Dask scheduler address is given (:func:`flows.common.ingest_task_runner`;
+prefect-dask is imported only then).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.context import TaskRunContext
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from flows.common import ingest_task_runner, retry_on_io
 from refsam.data.lock import output_lock
@@ -45,16 +47,10 @@ def _plan(
     return plan_ingest(dataset, split, Path(raw), Path(out), shard_size=shard_size)
 
 
-def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """The shard's plan key: input fingerprint + code version + shard size + its videos."""
-    plan = _plan(*parameters["plan_args"])
-    return f"ingest-shard-{plan.shards[parameters['index']].plan_key}"
-
-
 _retry_on_io = retry_on_io  # transient I/O only: not a missing or forbidden path
 
 
-@task(name="plan-shards")
+@task(name="plan-shards", cache_policy=NO_CACHE)
 def plan_shards(plan_args: tuple) -> list[dict[str, Any]]:
     plan = _plan(*plan_args)
     return [{"index": s.index, "name": s.name, "videos": len(s.videos)} for s in plan.shards]
@@ -65,18 +61,17 @@ def plan_shards(plan_args: tuple) -> list[dict[str, Any]]:
     retries=IO_RETRIES,
     retry_delay_seconds=1,
     retry_condition_fn=_retry_on_io,
-    cache_key_fn=_shard_cache_key,
-    persist_result=True,
+    cache_policy=NO_CACHE,  # complete shards never reach a task (see ingest_flow)
 )
 def write_shard_task(plan_args: tuple, index: int) -> dict[str, Any]:
     plan = _plan(*plan_args)
     return asdict(write_shard(plan, plan.shards[index]))
 
 
-@task(name="write-index-and-manifest")
-def finalize_task(plan_args: tuple, results: list[dict[str, Any]]) -> dict[str, Any]:
+@task(name="write-index-and-manifest", cache_policy=NO_CACHE)
+def finalize_task(plan_args: tuple, results: list[ShardResult]) -> dict[str, Any]:
     plan = _plan(*plan_args)
-    return finalize(plan, [ShardResult(**r) for r in results]).to_dict()
+    return finalize(plan, results).to_dict()
 
 
 @flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -94,17 +89,20 @@ def ingest_flow(
     shards = plan_shards(plan_args)
     with output_lock(plan.out_dir):
         remove_temporaries(plan.out_dir)
-        futures = []
+        by_index: dict[int, ShardResult] = {}
+        futures = {}
         for shard in shards:
-            # a cached result is trusted only while its outputs exist and match their checksum
-            intact = completed_shard(plan, plan.shards[shard["index"]]) is not None
-            runner = write_shard_task.with_options(refresh_cache=not intact)
-            futures.append(runner.submit(plan_args, shard["index"]))
-        results = [f.result() for f in futures]
-        cached = 0
-        for future, result in zip(futures, results, strict=True):
-            if future.state.name == "Cached":
-                result["skipped"], cached = True, cached + 1
+            index = shard["index"]
+            # the cache: a complete shard (plan key and sha256 match) is reused as it is
+            done = completed_shard(plan, plan.shards[index])
+            if done is not None:
+                by_index[index] = done
+            else:
+                futures[index] = write_shard_task.submit(plan_args, index)
+        cached = len(by_index)
+        by_index.update({i: ShardResult(**future.result()) for i, future in futures.items()})
+        # quote: Prefect would otherwise walk every index row of every shard (seconds)
+        results = quote([by_index[s["index"]] for s in shards])
         summary = finalize_task(plan_args, results)
     summary["shards_cached"] = cached
     logger.info(

@@ -1,8 +1,9 @@
 """Prefect 3 flow ``retrain``: ingest (cached) → train → evaluate → promote ``champion``.
 
 1. Ingest every split the config trains or evaluates on with the ingest flow
-   (:mod:`flows.ingest`): shard tasks are cached by the raw data's fingerprint and the code
-   version, so unchanged data costs a re-check, not a re-write.
+   (:mod:`flows.ingest`): shards are cached by the raw data's fingerprint, the code version
+   and the shard size (and checked by sha256), so unchanged data costs a re-check, not a
+   re-write.
 2. Train all stages (``flows.train``; ``torchrun`` when ``train.devices > 1``) into a fresh
    run directory ``<train.run_name>-<UTC time>`` and a new MLflow training run.
 3. Score every ``eval.sets`` split (``flows.evaluate``); failures are reported.

@@ -166,6 +166,22 @@ def test_refs_pickle_with_code_or_classes_is_refused(raw_copy, tmp_path: Path, p
     assert not (tmp_path / "out").exists()
 
 
+def test_refs_pickle_with_a_nested_non_plain_value_names_where(tmp_path: Path) -> None:
+    """Protocol 4 pickles a set and bytes without any global: the walk must find them deep
+    inside a ref and name the place (shared containers are walked once)."""
+    shared = {"tokens": ["a"], "raw": "A.", "sent_id": 1, "sent": "a"}
+    for bad, kind in ((frozenset({1}), "frozenset"), (b"raw", "bytes")):
+        refs = [
+            {"ref_id": 0, "sentences": [shared, shared]},
+            {"ref_id": 1, "sentences": [shared, {"sent": "b", "extra": [1, bad]}]},
+        ]
+        path = tmp_path / "refs(unc).p"
+        path.write_bytes(pickle.dumps(refs, protocol=4))
+        message = rf"refs\[1\]\['sentences'\]\[1\]\['extra'\]\[1\] is a {kind}"
+        with pytest.raises(DataError, match=message):
+            load_refs(path)
+
+
 def test_load_refs_accepts_the_plain_demo_pickle(demo_raw: Path) -> None:
     refs = load_refs(demo_raw / "coco" / "refcoco" / "refs(unc).p")
     assert refs and {"ref_id", "ann_id", "image_id", "split", "sentences"} <= set(refs[0])

@@ -43,6 +43,26 @@ def test_flow_writes_library_bytes_and_caches(
     assert _tree(shard_dir) == _tree(tmp_path / "lib" / "ref-davis17" / "valid")
 
 
+def test_flow_reuses_shards_the_cli_wrote(
+    prefect_harness: Path, demo_root: Path, tmp_path: Path
+) -> None:
+    """`make demo` runs `refsam ingest --all` and then the pipeline: the flow must take the
+    library's complete shards as they are (same plan key and sha256), not rewrite them."""
+    from flows.ingest import run_ingest_flow
+
+    raw = demo_root / "raw" / "ref-davis"
+    ingest("ref-davis17", "valid", raw, tmp_path, shard_size=1, progress=False)
+    shard_dir = tmp_path / "ref-davis17" / "valid"
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shard_paths(shard_dir)}
+    summary = run_ingest_flow("ref-davis17", "valid", raw, tmp_path, shard_size=1, workers=2)
+    assert summary["shards"] == summary["shards_cached"] == 3
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shard_paths(shard_dir)}
+    assert after == before
+    # another shard size is another plan key: nothing is reused
+    other = run_ingest_flow("ref-davis17", "valid", raw, tmp_path, shard_size=2, workers=2)
+    assert other["shards_cached"] == 0 and other["shards"] == 2
+
+
 def test_flow_fails_clearly_on_a_bad_whole_file(
     prefect_harness: Path, demo_root: Path, tmp_path: Path
 ) -> None:

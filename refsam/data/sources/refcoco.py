@@ -51,10 +51,32 @@ def load_refs(path: Path) -> list[dict[str, Any]]:
     return refs
 
 
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` holds only :data:`PLAIN` types (the fast pass of
+    :func:`_check_plain`: no location strings are built)."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is list or kind is dict:
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            stack.extend(item)
+            if kind is dict:
+                stack.extend(item.values())
+        elif kind not in PLAIN:
+            return False
+    return True
+
+
 def _check_plain(value: Any, path: Path, where: str) -> None:
     """Iterative walk (no recursion limit) visiting each container once: a pickle can share
     a container many times or nest it in itself (memo references), which would otherwise
-    take exponential time or loop forever."""
+    take exponential time or loop forever. The location of the first offender is only
+    traced when the fast pass finds one."""
+    if _is_plain(value):
+        return
     stack = [(value, where)]
     seen: set[int] = set()
     while stack:
