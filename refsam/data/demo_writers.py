@@ -106,8 +106,28 @@ def render_video(job: RenderJob) -> list[np.ndarray]:
     return labels
 
 
-def _render_all(mapper: Mapper, jobs: list[RenderJob], desc: str) -> Iterator[list[np.ndarray]]:
-    return progress(mapper(render_video, jobs), len(jobs), desc)
+def _rendered(
+    mapper: Mapper,
+    videos: list[Any],
+    frames_root: Path,
+    desc: str,
+    annotations_root: Path | None = None,
+    *,
+    davis_void: bool = False,
+) -> Iterator[tuple[Any, list[np.ndarray]]]:
+    """Render ``videos`` (VideoPlans) into ``frames_root/<name>/`` (annotation PNGs into
+    ``annotations_root/<name>/``); yields (video, its label maps) in order."""
+    jobs = [
+        RenderJob(
+            v.scene,
+            frames_root / v.scene.name,
+            v.frame_names,
+            None if annotations_root is None else annotations_root / v.scene.name,
+            davis_void,
+        )
+        for v in videos
+    ]
+    return zip(videos, progress(mapper(render_video, jobs), len(jobs), desc), strict=True)
 
 
 def _ytvos_objects(scene: Scene, frame_names: list[str], labels: list[np.ndarray]) -> dict:
@@ -139,17 +159,14 @@ def write_ytvos(root: Path, heldout: Path, videos: dict[str, list], mapper: Mapp
     """
     train_meta: dict[str, Any] = {}
     train_exps: dict[str, Any] = {}
-    jobs = [
-        RenderJob(
-            v.scene,
-            root / "train/JPEGImages" / v.scene.name,
-            v.frame_names,
-            root / "train/Annotations" / v.scene.name,
-        )
-        for v in videos["train"]
-    ]
-    rendered = _render_all(mapper, jobs, "ref-youtube-vos train")
-    for video, labels in zip(videos["train"], rendered, strict=True):
+    rendered = _rendered(
+        mapper,
+        videos["train"],
+        root / "train/JPEGImages",
+        "ref-youtube-vos train",
+        root / "train/Annotations",
+    )
+    for video, labels in rendered:
         name, frames = video.scene.name, video.frame_names
         train_meta[name] = {"objects": _ytvos_objects(video.scene, frames, labels)}
         train_exps[name] = {
@@ -164,17 +181,14 @@ def write_ytvos(root: Path, heldout: Path, videos: dict[str, list], mapper: Mapp
     public: dict[str, dict[str, Any]] = {"valid": {}, "test": {}}
     evaluation = sorted(videos["valid"] + videos["test"], key=lambda v: v.scene.name)
     test_names = {v.scene.name for v in videos["test"]}
-    jobs = [
-        RenderJob(
-            v.scene,
-            root / "valid/JPEGImages" / v.scene.name,
-            v.frame_names,
-            heldout / "valid/Annotations" / v.scene.name,
-        )
-        for v in evaluation
-    ]
-    rendered = _render_all(mapper, jobs, "ref-youtube-vos valid+test")
-    for video, labels in zip(evaluation, rendered, strict=True):
+    rendered = _rendered(
+        mapper,
+        evaluation,
+        root / "valid/JPEGImages",
+        "ref-youtube-vos valid+test",
+        heldout / "valid/Annotations",
+    )
+    for video, labels in rendered:
         name, frames = video.scene.name, video.frame_names
         held_meta[name] = {"objects": _ytvos_objects(video.scene, frames, labels)}
         entry = {
@@ -218,19 +232,15 @@ def write_davis(root: Path, videos: dict[str, list], mapper: Mapper = map) -> No
     lines: dict[int, list[str]] = {s: [] for _, s, _ in _DAVIS_TEXT_FILES}
     for split, image_set in (("train", "train"), ("valid", "val")):
         names = []
-        jobs = [
-            RenderJob(
-                v.scene,
-                root / "DAVIS/JPEGImages/480p" / v.scene.name,
-                v.frame_names,
-                root / "DAVIS/Annotations_unsupervised/480p" / v.scene.name,
-                davis_void=True,
-            )
-            for v in videos[split]
-        ]
-        for video, _ in zip(
-            videos[split], _render_all(mapper, jobs, f"ref-davis {split}"), strict=True
-        ):
+        rendered = _rendered(
+            mapper,
+            videos[split],
+            root / "DAVIS/JPEGImages/480p",
+            f"ref-davis {split}",
+            root / "DAVIS/Annotations_unsupervised/480p",
+            davis_void=True,
+        )
+        for video, _ in rendered:
             name = video.scene.name
             names.append(name)
             text_name = DAVIS_RENAMES.get(name, name)
@@ -263,11 +273,8 @@ def write_mevis(root: Path, heldout: Path, videos: dict[str, list], mapper: Mapp
         held_metas: dict[str, Any] = {}
         masks: dict[str, Any] = {}
         next_anno = 0
-        jobs = [
-            RenderJob(v.scene, root / split / "JPEGImages" / v.scene.name, v.frame_names)
-            for v in plans
-        ]
-        for video, labels in zip(plans, _render_all(mapper, jobs, f"mevis {split}"), strict=True):
+        rendered = _rendered(mapper, plans, root / split / "JPEGImages", f"mevis {split}")
+        for video, labels in rendered:
             name, frames = video.scene.name, video.frame_names
             anno_ids = {}
             for obj in video.scene.objects:
