@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parse_args, write_result  # noqa: E402
 
-from refsam.data.demo import generate_demo  # noqa: E402
+from refsam.data.demo import SCALES, generate_demo  # noqa: E402
 from refsam.data.shards import finalize, ingest, plan_ingest, write_shard  # noqa: E402
 from refsam.data.sources import dataset_names, raw_dir_name, source_class  # noqa: E402
 
@@ -33,12 +33,13 @@ REPEATS = 3
 
 
 def demo_small() -> Path:
-    """The small demo raw root, generated once and reused."""
+    """The small demo raw root, generated once and reused while the scale is unchanged."""
     root = CACHE / "demo-small"
-    if not (root / ".complete").is_file():
+    marker, scale = root / ".complete", repr(SCALES["small"])
+    if not marker.is_file() or marker.read_text() != scale:
         shutil.rmtree(root, ignore_errors=True)
-        generate_demo(root, seed=0, scale="small")
-        (root / ".complete").touch()
+        generate_demo(root, seed=0, scale="small", workers=2)
+        marker.write_text(scale)
     return root / "raw"
 
 
