@@ -332,6 +332,8 @@ def _mapper(workers: int) -> Iterator[demo_writers.Mapper]:
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for _ in range(workers):  # start the workers (imports) now, while the caller plans
+            pool.submit(demo_writers.ready)
         yield partial(pool.map, chunksize=8)
 
 
@@ -355,13 +357,13 @@ def generate_demo(
     out = Path(out)
     _check_args(out, seed, scale, workers)
     start = time.perf_counter()
-    plan = build_plan(seed=seed, scale=scale)
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f".demo-staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         raw, heldout = staging / "raw", staging / "heldout"
         with _mapper(workers) as mapper:
+            plan = build_plan(seed=seed, scale=scale)
             demo_writers.write_ytvos(
                 raw / "ref-youtube-vos", heldout / "ref-youtube-vos", plan.ytvos, mapper
             )

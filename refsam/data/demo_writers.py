@@ -81,6 +81,11 @@ def progress(results: Iterable[Any], total: int, desc: str, unit: str = "video")
     return iter(tqdm(results, total=total, desc=desc, unit=unit, disable=None, leave=False))
 
 
+def ready() -> bool:
+    """A no-op job: sent first so that worker processes import this module early."""
+    return True
+
+
 @dataclass(frozen=True)
 class RenderJob:
     """One video to render: frames as JPEGs into ``frame_dir`` and, with ``annotation_dir``,
