@@ -7,27 +7,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+from refsam.commands._types import positive_int
 from refsam.data.demo import SCALES, generate_demo
 from refsam.errors import UserError
 
 
-def _integer(flag: str, minimum: int, words: str):  # noqa: ANN202
-    """An argparse type: an int ≥ ``minimum``, else a UserError naming ``flag``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise UserError(f"{flag} must be a {words} integer, got {text!r}")
-        return value
-
-    return parse
-
-
-_seed = _integer("--seed", 0, "non-negative")
-_workers = _integer("--workers", 1, "positive")
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--seed must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {value}")
+    return value
 
 
 def default_workers() -> int:
@@ -59,7 +51,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_workers,
+        type=positive_int,
         default=default_workers(),
         help="processes rendering frames (default: the usable CPUs, at most 8; the files "
         "are the same whatever the number)",

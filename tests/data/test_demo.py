@@ -435,7 +435,7 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["demo-data", "--out", str(tmp_path / "x"), "--scale", "huge"]) == 2
     assert main(["demo-data", "--out", str(tmp_path / "x"), "--seed", "-4"]) == 2
     assert main(["demo-data", "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
-    assert "--workers must be a positive integer, got '0'" in capsys.readouterr().err
+    assert "argument --workers: expected a positive integer, got '0'" in capsys.readouterr().err
     a_file = tmp_path / "file"
     a_file.write_text("")
     assert main(["demo-data", "--out", str(a_file), "--scale", "tiny"]) == 2
