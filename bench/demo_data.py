@@ -2,8 +2,9 @@
 
 Goal: 2 workers ÷ 1 worker ≥ 1.4 with byte-identical files. Planning (~5 s, overlapped only
 with the workers' start-up), the metadata files and the summary stay serial, about a fifth
-of a 1-worker run, which caps the ratio near 1.6 on 2 free cores. Runs are interleaved (1, 2, 1, 2, …); --quick does one
-pair, --full three. The load average is recorded: a busy machine lowers the ratio.
+of a 1-worker run, which caps the ratio near 1.6 on 2 free cores. Runs are interleaved
+(1, 2, 1, 2, …); --quick does one pair, --full three. The load average is recorded: a busy
+machine lowers the ratio.
 """
 
 from __future__ import annotations
