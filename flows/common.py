@@ -4,7 +4,8 @@ Config loading for flow parameters (a YAML path plus ``--set``-style overrides, 
 deployment's parameters stay plain JSON), the data splits a config needs, the selection
 metric's parts, MLflow UI links, the retry rule "retry on transient I/O only" and the
 task runner of the ingest step (threads here, a Dask cluster when an address is given),
-and :func:`tie_temporary_server_to_process` (Prefect's temporary API server dies with us).
+and :func:`tie_temporary_server_to_process` (Prefect's temporary API server dies with us) and
+:func:`allow_slow_server_start` (and gets the time it needs to start).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from refsam.errors import ConfigError
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 2
 MLFLOW_UI_ENV = "REFSAM_MLFLOW_UI"
+SERVER_START_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+SERVER_START_TIMEOUT_S = 180
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 _NOT_TRANSIENT = (
     FileNotFoundError,
@@ -218,3 +221,21 @@ def tie_temporary_server_to_process() -> bool:
     elif not any(isinstance(f, _TieWhenImported) for f in sys.meta_path):
         sys.meta_path.insert(0, _TieWhenImported())
     return True
+
+
+def allow_slow_server_start(seconds: int = SERVER_START_TIMEOUT_S) -> int:
+    """Give Prefect's temporary API server ``seconds`` to start unless the user set
+    ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``; returns the timeout in force.
+
+    Prefect waits 20 s by default. A server on a new ``PREFECT_HOME`` (a fresh clone's
+    ``make demo``, every test with its own home) creates its database first: ~21 s on an
+    idle 2-core machine (~10 s with the database in place), so a busy machine failed with
+    "Timed out while attempting to connect to ephemeral Prefect API server" (CI, stop 16).
+    """
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import get_current_settings
+
+    if SERVER_START_ENV not in os.environ:
+        os.environ[SERVER_START_ENV] = str(seconds)
+        refresh_global_settings_context()  # Prefect read its settings at import
+    return get_current_settings().server.ephemeral.startup_timeout_seconds

@@ -1,6 +1,7 @@
 """Fast checks of the flows' helpers: config splits, selection parsing, retry rule,
 torchrun command line, MLflow UI links, the pipeline CLI's error path, the ingest task
-runner (threads unless Dask is asked for) and Prefect's temporary server dying with us."""
+runner (threads unless Dask is asked for) and Prefect's temporary server dying with us
+and getting time to start."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from flows.common import (
+    SERVER_START_ENV,
+    SERVER_START_TIMEOUT_S,
     is_transient_io,
     load_flow_config,
     mlflow_run_url,
@@ -182,3 +185,17 @@ def test_temporary_prefect_server_dies_with_the_process() -> None:
         )
         == "False"
     )  # a real server: nothing to tie
+
+
+def test_temporary_server_gets_time_to_start_unless_the_user_says_otherwise() -> None:
+    """Prefect's 20 s default was not enough for a server creating its database on a busy
+    2-core machine (CI failed so); importing ``flows`` raises it even when Prefect was
+    imported first, and leaves a user's own value alone."""
+    read = (
+        "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; "
+        "print(s.value())"
+    )
+    assert _python(f"import prefect; import flows; {read}") == str(SERVER_START_TIMEOUT_S)
+    assert SERVER_START_TIMEOUT_S >= 60
+    assert _python(f"import prefect; {read}") == "20"  # Prefect's own default, for contrast
+    assert _python(f"import flows; {read}", **{SERVER_START_ENV: "7"}) == "7"
