@@ -27,10 +27,22 @@ class ImageFeatures:
         return self.embedding.shape[0]
 
     def index(self, rows: torch.Tensor | slice | int) -> ImageFeatures:
-        """The features of some frames (rows of the batch)."""
+        """The features of some frames (rows of the batch); a tensor of rows may repeat one
+        (expressions sharing a frame).
+
+        Tensor rows go through ``index_select``: the backward of ``embedding[rows]``
+        (``index_put_`` with accumulate) adds the repeated rows' gradients with atomic adds
+        on CPU threads, in a different order from run to run, so training was not
+        bit-reproducible; ``index_select``'s backward adds them in order.
+        """
         if isinstance(rows, int):
             rows = slice(rows, rows + 1)
-        return ImageFeatures(self.embedding[rows], [x[rows] for x in self.intermediates])
+        if isinstance(rows, slice):
+            return ImageFeatures(self.embedding[rows], [x[rows] for x in self.intermediates])
+        return ImageFeatures(
+            self.embedding.index_select(0, rows),
+            [x.index_select(0, rows) for x in self.intermediates],
+        )
 
 
 @dataclass

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from refsam.modeling.cross_modal_mlp import CrossModalMLP
+from refsam.modeling.features import ImageFeatures
 from refsam.modeling.hierarchical_dense_attention import DenseAttention, HierarchicalDenseAttention
 from refsam.modeling.tracking import ImplicitTrackingModule
 
@@ -75,3 +76,44 @@ def test_tracking_module_shapes_and_dependence():
     assert nxt.shape == (3, 64)
     assert not torch.allclose(itm(track, obj + 1), nxt)
     assert sum(p.numel() for p in itm.attention.parameters()) == 4 * 64 * 64 + 4 * 64
+
+
+def _index_gradients(threads: int, rows: torch.Tensor) -> list[torch.Tensor]:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        embedding = torch.randn(4, 256, 16, 16, generator=generator, requires_grad=True)
+        level = torch.randn(4, 16, 16, 96, generator=generator, requires_grad=True)
+        picked = ImageFeatures(embedding, [level]).index(rows)
+        upstream = [
+            torch.randn(t.shape, generator=generator)
+            for t in (picked.embedding, *picked.intermediates)
+        ]
+        loss = sum(
+            (t * u).sum()
+            for t, u in zip((picked.embedding, *picked.intermediates), upstream, strict=True)
+        )
+        loss.backward()
+        return [embedding.grad, level.grad]
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_image_features_index_adds_repeated_rows_in_a_fixed_order():
+    """Rows repeat when expressions share a frame. Their gradients must be summed in one
+    order whatever the thread count: the backward of advanced indexing (``x[rows]``) added
+    them with atomic adds split across threads, in another order than one thread's (and
+    from run to run), which made training not bit-reproducible (issue 7)."""
+    rows = torch.tensor([0] * 5 + [1] * 9 + [2] * 7 + [3] * 6)
+    one = _index_gradients(1, rows)
+    for threads in (2, 4):
+        for a, b in zip(one, _index_gradients(threads, rows), strict=True):
+            assert torch.equal(a, b), f"{threads} threads summed the repeated rows differently"
+    assert torch.equal(
+        ImageFeatures(torch.arange(6.0).view(3, 2)).index(1).embedding, torch.tensor([[2.0, 3.0]])
+    )
+    assert torch.equal(
+        ImageFeatures(torch.arange(6.0).view(3, 2)).index(torch.tensor([2, 2])).embedding,
+        torch.tensor([[4.0, 5.0], [4.0, 5.0]]),
+    )

@@ -1,4 +1,5 @@
-"""RefSAM end to end (tiny): shapes, padding invariance, gradients in every ablation."""
+"""RefSAM end to end (tiny): shapes, padding invariance, gradients in every ablation, bit-
+reproducible gradients on several threads."""
 
 from __future__ import annotations
 
@@ -195,3 +196,30 @@ def test_padded_uint8_frames_with_input_sizes_match_unpadded(build_tiny, random_
         naive = model.encode_image(padded).embedding
     assert torch.equal(direct, from_loader)
     assert not torch.allclose(direct, naive)
+
+
+def test_gradients_of_clips_shared_by_expressions_are_bit_reproducible(build_tiny, random_frames):
+    """Expressions share their clip's frames (``clip_index`` repeats rows). The gradients
+    must be the same bits run after run on several CPU threads (4 on fewer cores: threads get
+    pre-empted). The repeated rows' gradients used to be added with atomic adds, in an order
+    that changed with thread timing, so two trainings of one config drifted apart (issue 7;
+    ``test_parts.py::test_image_features_index_adds_repeated_rows_in_a_fixed_order`` pins
+    that op down). Groups of uneven size put a repeated row on two threads' shares."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        model = build_tiny(trainable=list(GROUPS)).train()
+        frames = random_frames(4, 2, 3, 128, 128)
+        clip_index = torch.tensor([0] * 5 + [1] * 9 + [2] * 7 + [3] * 6)
+        texts = [f"{TEXTS[i % 3]} {i}" for i in range(len(clip_index))]
+        targets = (random_frames(len(texts), 2, 128, 128, seed=1) > 180).float()
+        params = [p for p in model.parameters() if p.requires_grad]
+        digests = set()
+        for _ in range(4):
+            model.zero_grad(set_to_none=True)
+            logits = model.forward_clip(frames, texts, clip_index=clip_index)
+            F.binary_cross_entropy_with_logits(logits, targets).backward()
+            digests.add(b"".join(p.grad.numpy().tobytes() for p in params))
+        assert len(digests) == 1
+    finally:
+        torch.set_num_threads(threads)
