@@ -1,4 +1,5 @@
-"""One ephemeral Prefect server per test session (PREFECT_HOME in a tmp dir)."""
+"""Session fixtures of the flow tests: one ephemeral Prefect server (PREFECT_HOME in a tmp dir)
+and one retrain history on the tiny demo data."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.flows.history import History, build_history
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +27,12 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def history(
+    prefect_harness: Path, demo_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> History:
+    """Three retrain runs into one tmp store, built once per session (tests/flows/history.py):
+    read by test_retrain_flow.py and by the MLflow UI browser test."""
+    return build_history(demo_root, tmp_path_factory.mktemp("retrain"))
