@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 # The pipeline's ephemeral Prefect keeps its state in the project (unless PREFECT_HOME is set).
 PREFECT_LOCAL := PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect}
 
-.PHONY: setup demo demo-data ablation test test-fast lint format bench clean
+.PHONY: setup demo demo-data ablation test test-fast lint format bench screenshots clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The README's MLflow UI screenshots, from the browser test (needs chromium, see README).
+screenshots: setup
+	$(PY) -m pytest -q tests/flows/test_mlflow_ui.py --ui-screenshots docs/img
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -35,3 +35,13 @@ def tiny_shards(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
             name, split, demo_root / "raw" / raw_dir_name(name), out, shard_size=2, progress=False
         )
     return out
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--ui-screenshots",
+        metavar="DIR",
+        default=None,
+        help="the MLflow UI browser test (tests/flows/test_mlflow_ui.py) also saves the "
+        "README's screenshots into DIR (e.g. docs/img)",
+    )
