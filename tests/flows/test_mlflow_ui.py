@@ -179,7 +179,23 @@ def _scroll_to_top(card) -> None:  # noqa: ANN001
     card.evaluate(
         """card => {
             let pane = card.parentElement;
-            while (pane && pane.scrollHeight <= pane.clientHeight) pane = pane.parentElement;
+            while (pane && pane.scrollTop === 0) pane = pane.parentElement;
             if (pane) pane.scrollTop = 0;
         }"""
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs issue 18 item 8 (tracking branch): the checkpoint logged as an MLflow 3 "
+    "logged model; drop this mark once it is merged",
+)
+def test_run_page_links_the_logged_model(history: History, ui: str, page) -> None:
+    from playwright.sync_api import expect
+
+    first = history.runs[0]
+    experiment = first.train.mlflow_experiment_id
+    page.goto(f"{ui}/#/experiments/{experiment}/runs/{first.train.mlflow_run_id}?{TRAINING_MODE}")
+    expect(page.get_by_test_id("key-value-Created at")).to_be_visible()  # "About this run"
+    logged = page.get_by_test_id("key-value-Logged models").get_by_role("link")
+    expect(logged).not_to_have_count(0, timeout=10_000)
