@@ -81,6 +81,9 @@ class ModelConfig(_Strict):
     variant: Literal["tiny", "vit_b", "vit_l", "vit_h"] = "tiny"
     sam_checkpoint: Path | None = None
     text_encoder: str | None = Field(default=None, description="HF path; None = packaged MiniLM")
+    text_width: int | None = Field(
+        default=None, gt=0, description="the text encoder's hidden size, checked when it loads"
+    )
     dense_path: Literal["none", "sentence", "dense_attention", "hierarchical"] = "hierarchical"
     tracking: bool = True
     adapters: bool = True

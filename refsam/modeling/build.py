@@ -74,11 +74,14 @@ def build_refsam_from_config(
     cfg: ModelConfig, *, text_encoder: TextEncoder | None = None
 ) -> RefSAM:
     """Build from the ``model`` section of an experiment config (``text_encoder``: reuse a
-    loaded encoder instead of ``cfg.text_encoder``)."""
+    loaded encoder instead of ``cfg.text_encoder``). The encoder's width must match
+    ``cfg.text_width`` when the config sets it (ConfigError)."""
+    encoder = text_encoder if text_encoder is not None else TextEncoder(cfg.text_encoder)
+    encoder.check_width(cfg.text_width)
     return build_refsam(
         cfg.variant,
         sam_checkpoint=cfg.sam_checkpoint,
-        text_encoder=text_encoder if text_encoder is not None else cfg.text_encoder,
+        text_encoder=encoder,
         dense_path=cfg.dense_path,
         tracking=cfg.tracking,
         adapters=cfg.adapters,
