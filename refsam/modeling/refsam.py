@@ -101,6 +101,8 @@ class RefSAM(nn.Module):
             ImplicitTrackingModule(dim=dim, num_heads=spec.tracking_heads) if tracking else None
         )
         self._warned_single = False
+        # forward_clip encodes a frame repeated in its clip once (off only to measure it)
+        self.share_repeated_frames = True
         self.set_trainable(trainable)
 
     # ---------------------------------------------------------------- parameters
@@ -321,7 +323,10 @@ class RefSAM(nn.Module):
         """Clips G×T×3×S×S (+ ``input_sizes`` G×2 when zero-padded) and B texts → logits
         B×T×S×S. ``clip_index`` (B, int) names each text's clip, so expressions of one video
         share its encoder passes; None: one clip per text (G = B). Frames are decoded in
-        order; the track state is carried, not detached."""
+        order; the track state is carried, not detached. A frame equal to the one before it
+        in its clip (a RefCOCO image repeated as a pseudo-clip) reuses that frame's encoder
+        pass (``share_repeated_frames``, on by default): the same outputs and gradients,
+        up to float rounding, for one image-encoder pass instead of T."""
         clips, steps = frames.shape[:2]
         batch = len(texts)
         if clip_index is None:
@@ -342,12 +347,20 @@ class RefSAM(nn.Module):
             self._warned_single = True
         text = self.encode_text(texts)
         sizes = None if input_sizes is None else input_sizes.repeat_interleave(steps, dim=0)
-        image = self.encode_image(frames.flatten(0, 1), sizes)
+        flat = frames.flatten(0, 1)
+        if self.share_repeated_frames and steps > 1:
+            keep, source = repeated_frames(frames)
+            image = self.encode_image(flat[keep], None if sizes is None else sizes[keep])
+        else:
+            source = torch.arange(clips * steps, device=frames.device)
+            image = self.encode_image(flat, sizes)
+        source = source.to(image.embedding.device)
         state = self.init_track_state(batch)
         first_rows = clip_index.to(image.embedding.device) * steps
         outputs = []
         for step in range(steps):
-            logits, _, state = self.decode(image.index(first_rows + step), text, state)
+            rows = source.index_select(0, first_rows + step)
+            logits, _, state = self.decode(image.index(rows), text, state)
             outputs.append(logits[:, 0])
         return torch.stack(outputs, dim=1)
 
@@ -360,6 +373,16 @@ class RefSAM(nn.Module):
     ) -> torch.Tensor:
         """Same as :meth:`forward_clip` (so DDP wraps the whole clip step)."""
         return self.forward_clip(frames, texts, input_sizes, clip_index)
+
+
+def repeated_frames(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips G×T×… → (``keep`` G·T bool: frames that differ from the previous frame of their
+    clip, ``source`` G·T int64: the row, among the kept frames, that holds each frame)."""
+    clips, steps = frames.shape[:2]
+    same = (frames[:, 1:] == frames[:, :-1]).flatten(2).all(dim=2)
+    first = torch.ones(clips, 1, dtype=torch.bool, device=frames.device)
+    keep = torch.cat([first, ~same], dim=1).flatten()
+    return keep, keep.long().cumsum(0) - 1
 
 
 def text_encoder_id(model: RefSAM) -> str:
