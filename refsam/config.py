@@ -129,6 +129,12 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(default=0, ge=0)
     grad_clip: float = Field(default=1.0, ge=0)
     grad_accum: int = Field(default=1, gt=0)
+    activation_checkpointing: bool = Field(
+        default=False, description="recompute the image encoder's blocks in the backward pass"
+    )
+    device_memory_gb: float | None = Field(
+        default=None, gt=0, description="memory per accelerator; the dry run warns above it"
+    )
     min_lr_ratio: float = Field(default=0.01, ge=0, le=1, description="cosine floor / peak lr")
     focal_weight: float = Field(default=1.0, ge=0)
     dice_weight: float = Field(default=1.0, ge=0)

@@ -109,11 +109,39 @@ def count_parameters(
     loading one (its own row is then 0); otherwise the text encoder is loaded and counted.
     """
     encoder = None if text_width is not None else _text_encoder(text_encoder)
+    model = meta_refsam(
+        variant,
+        text_encoder=encoder,
+        text_width=text_width,
+        dense_path=dense_path,
+        tracking=tracking,
+        adapters=adapters,
+        trainable=trainable,
+        iou_loss=iou_loss,
+        **overrides,
+    )
+    return model.module_parameter_counts()
+
+
+def meta_refsam(
+    variant: str,
+    *,
+    text_encoder: TextEncoder | None = None,
+    text_width: int | None = None,
+    dense_path: DensePath = "hierarchical",
+    tracking: bool = True,
+    adapters: bool = True,
+    trainable: list[str] | tuple[str, ...] | None = None,
+    iou_loss: bool = False,
+    **overrides: Any,
+) -> RefSAM:
+    """RefSAM with every weight on the meta device (shapes only, no memory): for counting
+    parameters and estimating memory. Without ``text_encoder`` it cannot encode strings."""
     spec = get_variant(variant, **overrides)
     with torch.device("meta"):
-        model = RefSAM(
+        return RefSAM(
             spec=spec,
-            text_encoder=encoder,
+            text_encoder=text_encoder,
             text_width=text_width,
             dense_path=dense_path,
             tracking=tracking,
@@ -121,4 +149,3 @@ def count_parameters(
             iou_loss=iou_loss,
             trainable=tuple(trainable) if trainable is not None else DEFAULT_TRAINABLE,
         )
-    return model.module_parameter_counts()

@@ -38,6 +38,8 @@ class TextFeatures:
 
     @property
     def lengths(self) -> list[int]:
+        if self.mask.is_meta:  # shapes only (memory estimates): every token is real
+            return [self.mask.shape[1]] * self.mask.shape[0]
         return self.mask.sum(dim=1).tolist()
 
 
@@ -132,11 +134,13 @@ class TextEncoder(nn.Module):
 
 def _no_fp16_autocast(device_type: str) -> contextlib.AbstractContextManager:
     """Leave an enclosing fp16 autocast for the encoder's forward; bf16 and fp32 stay."""
-    if torch.is_autocast_enabled(device_type) and (
-        torch.get_autocast_dtype(device_type) == torch.float16
-    ):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
+    try:
+        fp16 = torch.is_autocast_enabled(device_type) and (
+            torch.get_autocast_dtype(device_type) == torch.float16
+        )
+    except RuntimeError:  # a device without autocast (e.g. meta, for memory estimates)
+        fp16 = False
+    return torch.autocast(device_type, enabled=False) if fp16 else contextlib.nullcontext()
 
 
 def _load_tokenizer(auto_tokenizer: type, path: Path, vocab_size: int) -> object:

@@ -63,8 +63,11 @@ def sam_reference(cfg: RefSAMConfig) -> dict[str, str] | None:
 
 
 def build_model(cfg: RefSAMConfig) -> RefSAM:
-    """The model of ``cfg.model`` on the CPU (SAM checkpoint loaded strictly when named)."""
-    return build_refsam_from_config(cfg.model)
+    """The model of ``cfg.model`` on the CPU (SAM checkpoint loaded strictly when named),
+    with ``cfg.train.activation_checkpointing`` applied."""
+    model = build_refsam_from_config(cfg.model)
+    model.activation_checkpointing = cfg.train.activation_checkpointing
+    return model
 
 
 def model_state(model: RefSAM, *, full: bool) -> dict[str, torch.Tensor]:

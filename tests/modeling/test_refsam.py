@@ -237,7 +237,7 @@ def _pseudo_clip_batch(random_frames):
 def test_repeated_frames_are_encoded_once_with_equal_outputs_and_gradients(
     build_tiny, random_frames
 ):
-    from refsam.modeling.refsam import repeated_frames
+    from refsam.modeling.encoder_pass import repeated_frames
 
     frames = _pseudo_clip_batch(random_frames)
     keep, source = repeated_frames(frames)
