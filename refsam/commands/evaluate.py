@@ -45,10 +45,18 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from refsam.config import DATASET_NAMES
-    from refsam.eval.evaluator import evaluate
 
     if args.dataset not in DATASET_NAMES:
         raise UserError(f"--dataset {args.dataset!r}: expected one of {', '.join(DATASET_NAMES)}")
+    if not args.checkpoint.is_file():
+        raise UserError(f"--checkpoint {args.checkpoint}: checkpoint not found")
+    if args.shards is not None and not args.shards.is_dir():
+        raise UserError(f"--shards {args.shards}: no such directory")
+    # the cheap checks passed: now torch (the device), then the model
+    from refsam.eval.evaluator import evaluate
+    from refsam.modeling.device import resolve_device
+
+    resolve_device(args.device)
     result = evaluate(
         args.checkpoint, args.dataset, args.split, shards=args.shards, out=args.out,
         heldout=args.heldout, device=args.device, max_videos=args.max_videos,

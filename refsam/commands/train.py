@@ -9,8 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from refsam.config import load_config
-
 log = logging.getLogger(__name__)
 
 
@@ -52,13 +50,18 @@ def _tracker(cfg: Any, resume: str | None, disabled: bool) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refsam.train.rundir_lock import run_dir_lock
-    from refsam.train.runner import train
+    from refsam.config import load_config
 
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"train.device={args.device}")
     cfg = load_config(args.config, overrides)
+    # the config is valid: now torch (the device), then data, model and MLflow
+    from refsam.modeling.device import resolve_device
+    from refsam.train.rundir_lock import run_dir_lock
+    from refsam.train.runner import train
+
+    resolve_device(cfg.train.device)
     if args.dry_run:
         result = train(cfg, dry_run=True)
         total = sum(result.trainable_params.values())

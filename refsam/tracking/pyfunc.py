@@ -62,7 +62,8 @@ class RefSAMPythonModel(mlflow.pyfunc.PythonModel):
     """MLflow wrapper of :class:`refsam.eval.predictor.OnlinePredictor` (see module doc)."""
 
     def load_context(self, context: Any) -> None:
-        from refsam.eval.predictor import OnlinePredictor, resolve_device
+        from refsam.eval.predictor import OnlinePredictor
+        from refsam.modeling.device import resolve_device
 
         device = resolve_device((context.model_config or {}).get("device", "auto"))
         model, cfg = _model_loader()(Path(context.artifacts[CHECKPOINT_KEY]), device)

@@ -21,6 +21,7 @@ from refsam.data.index import MANIFEST
 from refsam.errors import ConfigError
 from refsam.modeling import RefSAM, build_refsam_from_config
 from refsam.modeling.checkpoint import file_sha256
+from refsam.modeling.device import resolve_device
 from refsam.train.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,7 @@ def model_from_checkpoint(
     if payload.get("model_scope") == "full":
         model.sam_checkpoint = cfg.model.sam_checkpoint and str(cfg.model.sam_checkpoint)
     load_model_state(model, payload, path)
-    from refsam.train.distributed import resolve_device
-
-    target = resolve_device(str(device)) if isinstance(device, str) else device
-    return model.to(target).eval(), cfg
+    return model.to(resolve_device(device)).eval(), cfg
 
 
 def save_model_checkpoint(
