@@ -44,11 +44,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refsam.config import DATASET_NAMES
     from refsam.eval.evaluator import evaluate
+    from refsam.eval.families import evaluated_datasets
 
-    if args.dataset not in DATASET_NAMES:
-        raise UserError(f"--dataset {args.dataset!r}: expected one of {', '.join(DATASET_NAMES)}")
+    known = evaluated_datasets()
+    if args.dataset not in known:
+        raise UserError(f"--dataset {args.dataset!r}: expected one of {', '.join(known)}")
     result = evaluate(
         args.checkpoint, args.dataset, args.split, shards=args.shards, out=args.out,
         heldout=args.heldout, device=args.device, max_videos=args.max_videos,
