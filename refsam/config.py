@@ -20,8 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from refsam.errors import ConfigError
 
-DATASET_NAMES = ("ref-youtube-vos", "ref-davis17", "mevis", "refcoco", "refcoco+", "refcocog")
-
 
 class _Strict(BaseModel):
     """Base: unknown keys are errors, assignments are validated."""
@@ -38,10 +36,13 @@ class DataSplit(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        if value not in DATASET_NAMES:
-            raise ValueError(
-                f"unknown dataset {value!r}; expected one of {', '.join(DATASET_NAMES)}"
-            )
+        # The reader registry sits above this module (refsam.data imports refsam.config),
+        # so it is looked up when a config names a dataset, not at import.
+        from refsam.data.sources import dataset_names
+
+        known = dataset_names()
+        if value not in known:
+            raise ValueError(f"unknown dataset {value!r}; expected one of {', '.join(known)}")
         return value
 
     @property

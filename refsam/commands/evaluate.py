@@ -44,10 +44,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refsam.config import DATASET_NAMES
+    from refsam.eval.families import evaluated_datasets
 
-    if args.dataset not in DATASET_NAMES:
-        raise UserError(f"--dataset {args.dataset!r}: expected one of {', '.join(DATASET_NAMES)}")
+    known = evaluated_datasets()
+    if args.dataset not in known:
+        raise UserError(f"--dataset {args.dataset!r}: expected one of {', '.join(known)}")
     if not args.checkpoint.is_file():
         raise UserError(f"--checkpoint {args.checkpoint}: checkpoint not found")
     if args.shards is not None and not args.shards.is_dir():

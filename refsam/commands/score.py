@@ -18,7 +18,7 @@ from typing import Any
 
 from refsam.data.index import atomic_write_bytes
 from refsam.errors import UserError
-from refsam.eval.layouts import PROTOCOLS, score_dirs
+from refsam.eval.layouts import protocol_names, score_dirs
 from refsam.eval.protocols import ProtocolResult
 
 
@@ -39,7 +39,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--pred", type=Path, required=True, help="predicted masks folder")
     parser.add_argument("--gt", type=Path, required=True, help="ground-truth folder")
-    parser.add_argument("--protocol", required=True, choices=PROTOCOLS, help="scoring protocol")
+    parser.add_argument(
+        "--protocol", required=True, choices=protocol_names(), help="scoring protocol"
+    )
     parser.add_argument("--out", type=Path, help="write per-item CSV tables and summary.json here")
     parser.add_argument(
         "--meta",

@@ -37,6 +37,8 @@ class RefDAVIS17(Source):
     raw_dir = "ref-davis"
     splits = ("train", "valid")
     masked_splits = ("train", "valid")
+    annotation_sets = len(TEXT_FILES)
+    """Expressions carry ``annotation_set`` 0 … annotation_sets − 1 (one per text file)."""
 
     def __init__(self, root: Path, split: str) -> None:
         super().__init__(root, split)
