@@ -20,7 +20,6 @@ worst sequences (``overlays/``).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -53,6 +52,7 @@ from refsam.eval.io import (
 from refsam.eval.predictor import OnlinePredictor
 from refsam.eval.submission import zip_prediction_dir
 from refsam.eval.visualize import render_sequence_sheet
+from refsam.fsio import write_csv
 from refsam.modeling.refsam import RefSAM
 from refsam.train.logging import RunLogger
 
@@ -186,16 +186,6 @@ def _worst_videos(rows: list[dict[str, object]], count: int) -> list[str]:
     return ranked[:count]
 
 
-def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns or ["empty"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _prediction_masks(pred_dir: Path, dataset: str, video: EvalVideo) -> list[list[np.ndarray]]:
     """Per expression, the frame masks read back from the written PNGs."""
     out = []
@@ -263,7 +253,7 @@ def evaluate_model(
     metrics.update({"frames": run.frames, "frames_per_s": run.frames / max(seconds, 1e-9)})
     rows = _rows(result) if result else []
     csv_path = out / "per_sequence.csv"
-    _write_csv(csv_path, rows)
+    write_csv(csv_path, rows)
     submission = None
     if (dataset, split) in SERVER_SPLITS:
         submission = zip_prediction_dir(
