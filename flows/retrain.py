@@ -43,6 +43,8 @@ from flows.common import (
 from flows.evaluate import EvalOutcome, EvalSetsFailed, evaluate_sets
 from flows.train import TrainOutcome, timestamped_run_name, train_task
 from refsam.config import DataSplit, RefSAMConfig
+from refsam.data.index import manifest_hash
+from refsam.paths import has_manifest, split_dir
 
 
 @dataclass
@@ -182,7 +184,6 @@ def decide_champion(
     from refsam.tracking import (
         Champion,
         get_champion,
-        manifest_hash,
         resolve_model_uri,
         tracking_uri,
     )
@@ -192,8 +193,8 @@ def decide_champion(
     dataset, split_name, metric = parse_selection(cfg.eval.selection)
     split = DataSplit(dataset=dataset, split=split_name)
     metrics = {f"{e.tag}/{k}": v for e in evals if e.ok for k, v in e.metrics.items()}
-    shard_dir = Path(cfg.data.shards_root) / dataset / split_name
-    digest = manifest_hash(shard_dir) if (shard_dir / "manifest.json").is_file() else None
+    shard_dir = split_dir(cfg.data.shards_root, dataset, split_name)
+    digest = manifest_hash(shard_dir) if has_manifest(shard_dir) else None
     version = register_task(cfg, trained.mlflow_run_id, Path(trained.checkpoint), metrics, digest)
     uri = tracking_uri(cfg.tracking)
     url = mlflow_model_url(uri, cfg.tracking.registered_model, version)

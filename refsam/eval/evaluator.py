@@ -13,7 +13,6 @@ worst sequences (``overlays/``).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from refsam.eval.ground_truth import heldout_dir_for, shard_dir_for
 from refsam.eval.predictor import FramePrediction, OnlinePredictor
 from refsam.eval.submission import zip_prediction_dir
 from refsam.eval.visualize import render_sequence_sheet
+from refsam.fsio import write_csv
 from refsam.modeling.refsam import RefSAM
 from refsam.train.logging import RunLogger
 
@@ -110,16 +110,6 @@ def _worst_videos(rows: list[dict[str, object]], count: int) -> list[str]:
     return ranked[:count]
 
 
-def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns or ["empty"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def evaluate_model(
     model: RefSAM,
     dataset: str,
@@ -165,7 +155,7 @@ def evaluate_model(
     metrics.update({"frames": run.frames, "frames_per_s": run.frames / max(seconds, 1e-9)})
     rows = _rows(result) if result else []
     csv_path = out / "per_sequence.csv"
-    _write_csv(csv_path, rows)
+    write_csv(csv_path, rows)
     submission = None
     zip_format = family.submission_format(split)
     if zip_format is not None:

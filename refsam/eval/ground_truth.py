@@ -17,16 +17,18 @@ from refsam.data.rle import decode_rle
 from refsam.data.types import EvalExpression, EvalVideo
 from refsam.errors import DataError
 from refsam.eval.io import VOID_LABEL, read_png
+from refsam.paths import MANIFEST, has_manifest, split_dir
 
 
 def shard_dir_for(shards: Path, dataset: str, split: str) -> Path:
     """``shards`` may be the shards root (holding ``<dataset>/<split>``) or the split dir."""
     shards = Path(shards)
-    for candidate in (shards / dataset / split, shards):
-        if (candidate / "manifest.json").is_file():
+    expected = split_dir(shards, dataset, split)
+    for candidate in (expected, shards):
+        if has_manifest(candidate):
             return candidate
     raise DataError(
-        f"{shards}: no shards of {dataset}/{split} (expected {shards / dataset / split}/manifest.json; "
+        f"{shards}: no shards of {dataset}/{split} (expected {expected / MANIFEST}; "
         "run `refsam ingest` first)"
     )
 
@@ -35,7 +37,7 @@ def heldout_dir_for(heldout: Path | None, dataset: str, split: str) -> Path | No
     """``<heldout>/<dataset>/<split>`` (or ``heldout`` itself) when it exists."""
     if heldout is None:
         return None
-    for candidate in (Path(heldout) / dataset / split, Path(heldout)):
+    for candidate in (split_dir(heldout, dataset, split), Path(heldout)):
         if (candidate / "meta_expressions.json").is_file():
             return candidate
     return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import zipfile
 from collections.abc import Iterable
@@ -36,6 +35,7 @@ from refsam.errors import UserError
 from refsam.eval.families import zip_format
 from refsam.eval.io import encode_binary_png
 from refsam.eval.prediction_layout import ZipFormat
+from refsam.fsio import PendingFile
 
 Layout = str | ZipFormat
 """A zip format or its name (``ytvos``, ``mevis``, or one a registered family adds)."""
@@ -79,8 +79,10 @@ class SubmissionZip:
         if self.out.is_dir():
             raise UserError(f"{self.out}: is a folder; expected a .zip file path")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")
-        self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_STORED)
+        self._pending = PendingFile(self.out)
+        self._zip: zipfile.ZipFile | None = zipfile.ZipFile(
+            self._pending.path, "w", zipfile.ZIP_STORED
+        )
         self._names: set[str] = set()
 
     def add(self, video: str, exp_id: str, frame: str, mask: np.ndarray) -> None:
@@ -101,16 +103,12 @@ class SubmissionZip:
     def close(self) -> Path:
         """Finish the zip and move it into place; returns the output path."""
         if self._zip is not None:
+            archive, self._zip = self._zip, None
             try:
-                self._zip.close()
-                self._zip = None
-                os.replace(self._tmp, self.out)
+                archive.close()
             except BaseException as exc:  # disk full, no permission…: ``out`` stays as it was
-                self._zip = None
-                self._tmp.unlink(missing_ok=True)
-                if isinstance(exc, OSError) and exc.filename is None:
-                    raise OSError(exc.errno, f"{exc.strerror} (writing)", str(self.out)) from exc
-                raise
+                self._pending.fail(exc)
+            self._pending.commit()
         return self.out
 
     def abort(self) -> None:
@@ -119,7 +117,7 @@ class SubmissionZip:
             with contextlib.suppress(OSError):
                 self._zip.close()  # may fail again on a full disk: the file goes anyway
             self._zip = None
-        self._tmp.unlink(missing_ok=True)
+        self._pending.discard()
 
     def __enter__(self) -> SubmissionZip:
         return self

@@ -9,7 +9,6 @@ only model tensors not in the file are RefSAM's new modules. Anything else is a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -30,14 +29,6 @@ class SamCheckpointError(UserError):
 def _preview(keys: list[str], limit: int = 8) -> str:
     more = f" … (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@
 
 from refsam.tracking.compare import compare_runs
 from refsam.tracking.plots import log_jf_plot, plot_series
-from refsam.tracking.provenance import flatten_params, manifest_hash, metric_key
+from refsam.tracking.provenance import flatten_params, metric_key
 from refsam.tracking.registry import (
     Champion,
     ChampionMismatchError,
@@ -43,7 +43,6 @@ __all__ = [
     "get_client",
     "log_evaluation",
     "log_jf_plot",
-    "manifest_hash",
     "metric_key",
     "plot_series",
     "promote_if_better",

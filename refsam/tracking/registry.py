@@ -25,7 +25,8 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from refsam.config import RefSAMConfig, TrackingConfig
 from refsam.errors import UserError
-from refsam.tracking.provenance import file_sha256, metric_key
+from refsam.fsio import file_sha256
+from refsam.tracking.provenance import metric_key
 from refsam.tracking.pyfunc import save_pyfunc_model
 from refsam.tracking.store import get_client
 

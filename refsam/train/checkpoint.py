@@ -17,7 +17,7 @@ Files: ``<run>/checkpoints/step-00000123.pt`` (the last ``keep_last`` kept) and
 ``best.pt`` (best selection metric so far).
 
 Failure modes (docs/reliability.md, "Training and checkpoints"): a write goes to
-``.<name>.tmp-<pid>``, is fsynced and renamed, so a kill never leaves a partial file under a
+``.<name>.tmp-<pid>-<tid>``, is fsynced and renamed, so a kill never leaves a partial file under a
 final name; a failed write (ENOSPC, EIO, …) removes its temporary and raises an ``OSError``
 that names the final file (``torch.save`` itself would turn it into an anonymous
 ``RuntimeError``). ``--resume auto`` skips a step checkpoint that cannot be read (torn,
@@ -37,18 +37,18 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
+from refsam import fsio
 from refsam.errors import UserError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "refsam-checkpoint/1"
 STEP_PATTERN = re.compile(r"^step-(\d{8})\.pt$")
-TEMP_PATTERN = re.compile(r"^\..+\.tmp-\d+$")  # what atomic_save writes before renaming
 CORRUPT_SUFFIX = ".corrupt"
 BEST = "best.pt"
 # globals a refsam checkpoint's pickle may name (tensor rebuilding); anything else is suspect
@@ -102,17 +102,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- files
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _Sink:
     """The file object handed to ``torch.save``: it keeps the ``OSError`` of a failed write,
     which ``torch.save`` replaces by an anonymous ``RuntimeError`` ("unexpected pos …")."""
@@ -140,41 +129,28 @@ def atomic_save(payload: dict[str, Any], path: Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as handle:
-            sink = _Sink(handle)
-            try:
-                torch.save(payload, sink)
-            except RuntimeError:
-                if sink.error is None:
-                    raise
-                raise sink.error from None
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise OSError(exc.errno, f"{reason} (writing checkpoint)", str(path)) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+
+    def write(handle: IO[bytes]) -> None:
+        sink = _Sink(handle)
+        try:
+            torch.save(payload, sink)
+        except RuntimeError:
+            if sink.error is None:
+                raise
+            raise sink.error from None
+
+    fsio.atomic_write(path, write, what="writing checkpoint")
+    fsio.fsync_dir(path.parent)
     return path
 
 
 def remove_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporaries (``.<name>.tmp-<pid>``) that killed writers left in
-    ``directory``, with a warning naming each. Only call it while holding the run
-    directory's lock (a live writer's temporary would go too)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    removed = []
-    for path in sorted(directory.iterdir()):
-        if TEMP_PATTERN.match(path.name) and path.is_file():
-            log.warning("removing %s: a temporary left by an interrupted checkpoint write", path)
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    """Delete the temporaries that killed writers left in ``directory``, with a warning
+    naming each. Only call it while holding the run directory's lock (a live writer's
+    temporary would go too)."""
+    removed = fsio.remove_temporaries(directory)
+    for path in removed:
+        log.warning("removed %s: a temporary left by an interrupted checkpoint write", path)
     return removed
 
 

@@ -21,6 +21,7 @@ from refsam.errors import ConfigError
 from refsam.modeling import RefSAM, TextEncoder, get_variant
 from refsam.modeling.checkpoint import SAM_PREFIXES, SamCheckpointError
 from refsam.modeling.text_encoder import DEFAULT_TEXT_ENCODER
+from refsam.paths import has_manifest
 from refsam.train.results import TrainResult, run_dir_of, trainable_counts
 from refsam.train.schedule import build_optimizer, group_lr
 from refsam.train.state import build_model, shard_dir
@@ -51,14 +52,14 @@ def check_paths(cfg: RefSAMConfig) -> list[str]:
     for index, stage in enumerate(cfg.train.stages):
         for split in stage.datasets:
             folder = shard_dir(cfg, split.dataset, split.split)
-            if not (folder / "manifest.json").is_file():
+            if not has_manifest(folder):
                 problems.append(
                     f"train.stages[{index}] ({stage.name}): no shards at {folder} "
                     f"(run `refsam ingest --dataset {split.dataset} --split {split.split}`)"
                 )
     for split in cfg.eval.sets:
         folder = shard_dir(cfg, split.dataset, split.split)
-        if not (folder / "manifest.json").is_file():
+        if not has_manifest(folder):
             problems.append(f"eval.sets: no shards at {folder}")
     if cfg.data.heldout_root is not None and not Path(cfg.data.heldout_root).is_dir():
         problems.append(f"data.heldout_root: {cfg.data.heldout_root} is not a directory")

@@ -17,11 +17,12 @@ import torch
 import yaml
 
 from refsam.config import RefSAMConfig, config_from_dict
-from refsam.data.index import MANIFEST
+from refsam.data.index import manifest_hash
 from refsam.errors import ConfigError
+from refsam.fsio import file_sha256
 from refsam.modeling import RefSAM, build_refsam_from_config
-from refsam.modeling.checkpoint import file_sha256
 from refsam.modeling.device import resolve_device
+from refsam.paths import has_manifest, split_dir
 from refsam.train.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,7 @@ def seed_everything(seed: int) -> None:
 
 
 def shard_dir(cfg: RefSAMConfig, dataset: str, split: str) -> Path:
-    return Path(cfg.data.shards_root) / dataset / split
-
-
-def manifest_hash(directory: Path) -> str | None:
-    """sha256 of a shard directory's ``manifest.json`` (None when absent)."""
-    path = Path(directory) / MANIFEST
-    return file_sha256(path) if path.is_file() else None
+    return split_dir(cfg.data.shards_root, dataset, split)
 
 
 def data_manifests(cfg: RefSAMConfig) -> dict[str, str]:
@@ -49,9 +44,9 @@ def data_manifests(cfg: RefSAMConfig) -> dict[str, str]:
     splits = [d for stage in cfg.train.stages for d in stage.datasets] + list(cfg.eval.sets)
     out: dict[str, str] = {}
     for split in splits:
-        digest = manifest_hash(shard_dir(cfg, split.dataset, split.split))
-        if digest is not None:
-            out[split.tag] = digest
+        directory = shard_dir(cfg, split.dataset, split.split)
+        if has_manifest(directory):
+            out[split.tag] = manifest_hash(directory)
     return out
 
 

@@ -18,6 +18,7 @@ from refsam.data.index import read_manifest, verify
 from refsam.data.loader import iter_eval_videos
 from refsam.data.shards import ingest
 from refsam.eval.submission import SubmissionZip
+from refsam.fsio import temporary_path
 from tests.reliability.helpers import Faults, copy_raw, snapshot, temporaries
 
 DATASET, SPLIT = "refcocog", "train"
@@ -115,7 +116,7 @@ def test_submission_zip_fault_keeps_the_previous_zip(
         sub.add("v1", "0", "00000", mask)
     previous = out.read_bytes()
     # ENOSPC from the kernel: the temporary name is a link to /dev/full
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(out)  # the name SubmissionZip writes to in this thread
     if Path("/dev/full").exists():
         tmp.symlink_to("/dev/full")
         with pytest.raises(OSError) as caught, SubmissionZip(out, layout="mevis") as sub:

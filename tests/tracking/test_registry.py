@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from refsam.config import RefSAMConfig, TrackingConfig
 from refsam.errors import UserError
+from refsam.fsio import file_sha256
 from refsam.tracking import (
     Champion,
     ChampionMismatchError,
@@ -20,7 +21,6 @@ from refsam.tracking import (
     resolve_model_uri,
     start_training_run,
 )
-from refsam.tracking.provenance import file_sha256
 
 SELECTION = "ref-davis17/valid/J&F"
 
