@@ -22,7 +22,7 @@ from typing import Any
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from refsam.config import DataSplit, RefSAMConfig, load_config
-from refsam.errors import ConfigError
+from refsam.config import parse_selection as parse_selection  # re-exported for the flows
 
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 2
@@ -71,16 +71,6 @@ def score_split(cfg: RefSAMConfig, split: DataSplit, checkpoint: str | Path, out
         heldout=cfg.data.heldout_root,
         device=cfg.train.device,
     )
-
-
-def parse_selection(selection: str) -> tuple[str, str, str]:
-    """``"ref-davis17/valid/J&F"`` → ``("ref-davis17", "valid", "J&F")``."""
-    parts = selection.split("/", 2)
-    if len(parts) != 3 or not all(parts):
-        raise ConfigError(
-            f"eval.selection {selection!r}: expected <dataset>/<split>/<metric>, e.g. ref-davis17/valid/J&F"
-        )
-    return parts[0], parts[1], parts[2]
 
 
 def mlflow_ui_base(tracking_uri: str) -> str:

@@ -183,6 +183,16 @@ class RefSAMConfig(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def parse_selection(selection: str) -> tuple[str, str, str]:
+    """``eval.selection`` ``"ref-davis17/valid/J&F"`` → ``("ref-davis17", "valid", "J&F")``."""
+    parts = selection.split("/", 2)
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(
+            f"eval.selection {selection!r}: expected <dataset>/<split>/<metric>, e.g. ref-davis17/valid/J&F"
+        )
+    return parts[0], parts[1], parts[2]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into (["a", "b", "c"], value parsed as YAML)."""
     if "=" not in text:
