@@ -273,7 +273,10 @@ def retrain_flow(
     decision = None
     uri = ui = None
     if cfg.tracking.enabled and trained.mlflow_run_id:
-        from refsam.tracking import tracking_uri
+        from refsam.tracking import MlflowRunLogger, log_jf_plot, tracking_uri
+
+        # the curve and the evaluations just copied into the training run
+        log_jf_plot(MlflowRunLogger(trained.mlflow_run_id, tracking_uri=tracking_uri(cfg.tracking)))
 
         mark = time.perf_counter()
         decision = decide_champion(cfg, trained, evals)

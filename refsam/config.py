@@ -151,6 +151,12 @@ class EvalConfig(_Strict):
     )
     mask_threshold: float = Field(default=0.5, gt=0, lt=1)
     overlays: int = Field(default=3, ge=0, description="worst sequences rendered as overlays")
+    curve_every: int = Field(
+        default=0, ge=0, description="steps between validation-curve points (0: no curve)"
+    )
+    curve_videos: int = Field(
+        default=4, gt=0, description="videos of each eval set scored for a curve point"
+    )
 
 
 class TrackingConfig(_Strict):

@@ -2,8 +2,8 @@
 
 Reads only what training and evaluation log: params ``model.variant``,
 ``model.text_encoder``, ``train.lr``, ``train.stages.<i>.frames_per_clip``, the trainable
-parameter count (param ``trainable_params`` from the train flow, else the sum of
-``trainable_params.<group>`` or of the trainer's ``trainable/<group>``),
+parameter count (param ``trainable_params`` from the trainer, else the sum of its
+``trainable/<group>`` or, in older runs, of ``trainable_params.<group>``),
 tags ``data.<set>`` (manifest hashes) and metrics ``eval/<dataset>/<split>/{J,F,J_and_F}``;
 and, from the registry, which run's model version holds the champion alias.
 """
@@ -35,10 +35,9 @@ _STAGE_FRAMES = re.compile(r"^train\.stages\.(\d+)\.frames_per_clip$")
 
 
 def _trainable(params: dict[str, str]) -> int | None:
-    """The total (flows log ``trainable_params``), else the sum of one family of per-group
-    counts: ``trainable_params.<group>`` or the trainer's ``trainable/<group>``. A run can
-    hold both families (the train flow logs the first, the trainer the second), so they
-    are never added together."""
+    """The total (the trainer logs ``trainable_params``), else the sum of one family of
+    per-group counts: the trainer's ``trainable/<group>`` or ``trainable_params.<group>``
+    (runs of older versions, whose train flow logged both families: never added together)."""
     for key in ("trainable_params", "trainable_params.total", "trainable/total"):
         if key in params:
             return int(float(params[key]))
