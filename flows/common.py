@@ -82,12 +82,17 @@ def mlflow_ui_base(tracking_uri: str) -> str:
     return os.environ.get(MLFLOW_UI_ENV, DEFAULT_MLFLOW_UI).rstrip("/")
 
 
+# MLflow 3's UI opens in its GenAI mode unless the page asks for model training
+UI_MODE = "?workflowType=machine_learning"
+
+
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    return f"{mlflow_ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    base = mlflow_ui_base(tracking_uri)
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{UI_MODE}"
 
 
 def mlflow_model_url(tracking_uri: str, name: str, version: str) -> str:
-    return f"{mlflow_ui_base(tracking_uri)}/#/models/{name}/versions/{version}"
+    return f"{mlflow_ui_base(tracking_uri)}/#/models/{name}/versions/{version}{UI_MODE}"
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:

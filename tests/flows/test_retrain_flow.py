@@ -105,7 +105,9 @@ def test_first_run_trains_evaluates_and_takes_champion(history: History) -> None
     assert d.promoted and d.version == "1" and d.champion_version is None
     assert d.champion_uri == "models:/refsam@champion" and Path(d.champion_checkpoint).is_file()
     assert d.value == first.evals[0].metrics["J&F"]
-    assert first.train.mlflow_url.endswith(f"/runs/{first.train.mlflow_run_id}")
+    assert first.train.mlflow_url.endswith(
+        f"/runs/{first.train.mlflow_run_id}?workflowType=machine_learning"
+    )
 
 
 def test_training_run_holds_params_metrics_artifacts_and_decision(history: History) -> None:
