@@ -81,7 +81,7 @@ def plot_series(series: Series, path: Path, *, title: str = "J&F vs step") -> Pa
 def _series_name(key: str) -> str:
     if key.startswith(f"{CURVE_PREFIX}/"):
         return key.removeprefix(f"{CURVE_PREFIX}/").rsplit("/", 1)[0] + " (curve videos)"
-    return key.removeprefix(f"{EVAL_PREFIX}/").rsplit("/", 1)[0]
+    return key.removeprefix(f"{EVAL_PREFIX}/").rsplit("/", 1)[0] + " (all videos)"
 
 
 def log_jf_plot(logger: MlflowRunLogger, *, suffix: str = "J_and_F") -> Path | None:
