@@ -22,7 +22,7 @@ from typing import Any
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from refsam.config import DataSplit, RefSAMConfig, load_config
-from refsam.errors import ConfigError
+from refsam.config import parse_selection as parse_selection  # re-exported for the flows
 
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 2
@@ -73,16 +73,6 @@ def score_split(cfg: RefSAMConfig, split: DataSplit, checkpoint: str | Path, out
     )
 
 
-def parse_selection(selection: str) -> tuple[str, str, str]:
-    """``"ref-davis17/valid/J&F"`` → ``("ref-davis17", "valid", "J&F")``."""
-    parts = selection.split("/", 2)
-    if len(parts) != 3 or not all(parts):
-        raise ConfigError(
-            f"eval.selection {selection!r}: expected <dataset>/<split>/<metric>, e.g. ref-davis17/valid/J&F"
-        )
-    return parts[0], parts[1], parts[2]
-
-
 def mlflow_ui_base(tracking_uri: str) -> str:
     """Where the MLflow UI of ``tracking_uri`` is served: the server itself for an
     ``http(s)://`` store, else ``$REFSAM_MLFLOW_UI`` (default ``http://127.0.0.1:5000``,
@@ -92,12 +82,17 @@ def mlflow_ui_base(tracking_uri: str) -> str:
     return os.environ.get(MLFLOW_UI_ENV, DEFAULT_MLFLOW_UI).rstrip("/")
 
 
+# MLflow 3's UI opens in its GenAI mode unless the page asks for model training
+UI_MODE = "?workflowType=machine_learning"
+
+
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    return f"{mlflow_ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    base = mlflow_ui_base(tracking_uri)
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{UI_MODE}"
 
 
 def mlflow_model_url(tracking_uri: str, name: str, version: str) -> str:
-    return f"{mlflow_ui_base(tracking_uri)}/#/models/{name}/versions/{version}"
+    return f"{mlflow_ui_base(tracking_uri)}/#/models/{name}/versions/{version}{UI_MODE}"
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:

@@ -161,6 +161,12 @@ class EvalConfig(_Strict):
     )
     mask_threshold: float = Field(default=0.5, gt=0, lt=1)
     overlays: int = Field(default=3, ge=0, description="worst sequences rendered as overlays")
+    curve_every: int = Field(
+        default=0, ge=0, description="steps between validation-curve points (0: no curve)"
+    )
+    curve_videos: int = Field(
+        default=4, gt=0, description="videos of each eval set scored for a curve point"
+    )
 
 
 class TrackingConfig(_Strict):
@@ -191,6 +197,16 @@ class RefSAMConfig(_Strict):
         """A stable 16-hex-digit hash of the resolved values (independent of key order)."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parse_selection(selection: str) -> tuple[str, str, str]:
+    """``eval.selection`` ``"ref-davis17/valid/J&F"`` → ``("ref-davis17", "valid", "J&F")``."""
+    parts = selection.split("/", 2)
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(
+            f"eval.selection {selection!r}: expected <dataset>/<split>/<metric>, e.g. ref-davis17/valid/J&F"
+        )
+    return parts[0], parts[1], parts[2]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -72,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         tracker = _tracker(cfg, args.resume, args.no_tracking)
         with tracker if tracker is not None else contextlib.nullcontext():
             result = train(cfg, resume=args.resume, logger=tracker)
+            if tracker is not None:
+                from refsam.tracking import log_jf_plot
+
+                log_jf_plot(tracker)
     print(f"trained {result.steps} steps in {result.wall_s:.0f} s -> {result.run_dir}")
     print(f"last checkpoint: {result.last_checkpoint}")
     print(f"best checkpoint: {result.best_checkpoint}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
 CHECKPOINT_KEY = "checkpoint"
@@ -123,12 +123,18 @@ def _quiet_save() -> Iterator[None]:
 
 
 def save_pyfunc_model(
-    out: Path, checkpoint: Path, config_yaml: Path, *, device: str = "auto"
+    out: Path,
+    checkpoint: Path,
+    config_yaml: Path,
+    *,
+    device: str = "auto",
+    metadata: Model | None = None,
 ) -> Path:
     """Write the pyfunc model folder ``out`` (must not exist) around ``checkpoint``.
 
     The python model is given as code (:mod:`refsam.tracking.pyfunc_code`, MLflow's
-    "models from code"), so loading a registered model unpickles nothing.
+    "models from code"), so loading a registered model unpickles nothing. ``metadata``
+    is the ``MLmodel`` record to fill (a logged model's id, run and location).
     """
     with _quiet_save():
         mlflow.pyfunc.save_model(
@@ -138,5 +144,6 @@ def save_pyfunc_model(
             signature=SIGNATURE,
             pip_requirements=_refsam_requirement(),
             model_config={"device": device},
+            mlflow_model=metadata,
         )
     return out

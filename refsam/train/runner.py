@@ -30,6 +30,7 @@ from refsam.train.checkpoint import (
     resolve_resume,
     restore_rng_state,
 )
+from refsam.train.curve import curve_due, measure_curve
 from refsam.train.logging import NullRunLogger, RunLogger
 from refsam.train.loop import BatchStream, LoaderPosition, resolve_precision, train_step
 from refsam.train.results import StageResult, TrainResult, run_dir_of, trainable_counts
@@ -277,6 +278,8 @@ class _Trainer:
                     }
                     metrics.update({f"lr/{k}": v for k, v in stats.lrs.items()})
                     self.logger.log_metrics(metrics, self.step)
+                if env.is_main and curve_due(cfg, self.step):  # watches only: same weights
+                    measure_curve(self.model, cfg, env.device, self.step, self.logger)
                 improved = False
                 if cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
                     improved = self.evaluate(final=False)
@@ -300,8 +303,11 @@ def train(
     resume: Path | str | None = None,
     logger: RunLogger | None = None,
     dry_run: bool = False,
+    final_eval: bool = True,
 ) -> TrainResult:
-    """Train every stage of ``cfg`` (module docstring); ``dry_run`` only checks and counts."""
+    """Train every stage of ``cfg`` (module docstring); ``dry_run`` only checks and counts;
+    ``final_eval=False`` skips the end-of-training evaluation (a caller that scores the
+    checkpoint itself), leaving ``cfg`` — and so the checkpoint's config hash — as given."""
     if dry_run:
         from refsam.train.dry_run import dry_run as run_dry
 
@@ -338,11 +344,13 @@ def train(
             load_model_state(trainer.model, init, Path(cfg.train.init_from))
             log.info("initialised the model from %s", cfg.train.init_from)
         if env.is_main:
+            counts = trainable_counts(trainer.model)
             logger.log_params(
                 {
                     "config_hash": cfg.config_hash(),
                     "run_dir": str(trainer.run_dir),
-                    **{f"trainable/{k}": v for k, v in trainable_counts(trainer.model).items()},
+                    **{f"trainable/{k}": v for k, v in counts.items()},
+                    "trainable_params": sum(counts.values()),
                 }
             )
         start_stage = int(payload["progress"]["stage"]) if payload else 0
@@ -359,7 +367,7 @@ def train(
             ):
                 continue
             results.append(trainer.run_stage(index, stage, resume_state))
-        improved = trainer.evaluate(final=True)
+        improved = trainer.evaluate(final=True) if final_eval else False
         if (
             (improved or trainer.best_checkpoint is None)
             and env.is_main

@@ -20,6 +20,7 @@ from flows.common import (
     SERVER_START_TIMEOUT_S,
     is_transient_io,
     load_flow_config,
+    mlflow_model_url,
     mlflow_run_url,
     mlflow_ui_command,
     parse_selection,
@@ -82,11 +83,15 @@ def test_torchrun_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 def test_mlflow_links(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REFSAM_MLFLOW_UI", raising=False)
     local = "sqlite:////p/mlruns/mlflow.db"
-    assert mlflow_run_url(local, "3", "r1") == "http://127.0.0.1:5000/#/experiments/3/runs/r1"
+    mode = "?workflowType=machine_learning"  # the UI's model-training mode, not GenAI
+    assert (
+        mlflow_run_url(local, "3", "r1") == f"http://127.0.0.1:5000/#/experiments/3/runs/r1{mode}"
+    )
     assert (
         mlflow_run_url("http://mlflow:5000/", "3", "r1")
-        == "http://mlflow:5000/#/experiments/3/runs/r1"
+        == f"http://mlflow:5000/#/experiments/3/runs/r1{mode}"
     )
+    assert mlflow_model_url(local, "refsam", "2").endswith(f"/#/models/refsam/versions/2{mode}")
     assert "--backend-store-uri sqlite:////p/mlruns/mlflow.db" in mlflow_ui_command(local)
     monkeypatch.setenv("REFSAM_MLFLOW_UI", "http://ui:8080")
     assert mlflow_run_url(local, "1", "r").startswith("http://ui:8080/#/")
