@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from refsam.cli import main
 from refsam.config import DataSplit, RefSAMConfig
+from refsam.fsio import file_sha256
 from refsam.tracking import (
     compare_runs,
     decide_champion,
@@ -18,7 +19,6 @@ from refsam.tracking import (
     resolve_model_uri,
     start_training_run,
 )
-from refsam.tracking.provenance import file_sha256
 
 SELECTION = "ref-davis17/valid/J&F"
 
