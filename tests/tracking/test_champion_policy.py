@@ -3,6 +3,7 @@ model it registers, and the champion mark of ``refsam runs compare``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from mlflow import MlflowClient
 
 from refsam.cli import main
 from refsam.config import DataSplit, RefSAMConfig
+from refsam.data.index import FORMAT
 from refsam.fsio import file_sha256
 from refsam.tracking import (
     compare_runs,
@@ -40,9 +42,11 @@ def _cfg(shards: Path, name: str = "policy") -> RefSAMConfig:
     )
 
 
-def _shards(root: Path, manifest: str) -> Path:
+def _shards(root: Path, version: int) -> Path:
+    """A split whose manifest differs by ``version`` (only its hash matters here)."""
     (root / "ref-davis17" / "valid").mkdir(parents=True)
-    (root / "ref-davis17" / "valid" / "manifest.json").write_text(manifest)
+    manifest = {"format": FORMAT, "dataset": "ref-davis17", "split": "valid", "v": version}
+    (root / "ref-davis17" / "valid" / "manifest.json").write_text(json.dumps(manifest))
     return root
 
 
@@ -57,7 +61,7 @@ def test_policy_registers_rescores_and_promotes_only_on_improvement(
     store, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = MlflowClient(tracking_uri=store.uri)
-    cfg = _cfg(_shards(tmp_path / "s1", '{"v": 1}'))
+    cfg = _cfg(_shards(tmp_path / "s1", 1))
     calls: list[tuple[str, str, str, str]] = []
 
     def rescore(version: str, split: DataSplit, metric: str, digest: str) -> float:
@@ -77,7 +81,7 @@ def test_policy_registers_rescores_and_promotes_only_on_improvement(
     tie = decide_champion(cfg, _trained(cfg, 0.5), checkpoint, {SELECTION: 0.5}, rescore=rescore)
     assert not tie.promoted and "tie with champion v1" in tie.reason and calls == []
 
-    other = _cfg(_shards(tmp_path / "s2", '{"v": 2}'))  # new eval data: re-score first
+    other = _cfg(_shards(tmp_path / "s2", 2))  # new eval data: re-score first
     worse = decide_champion(
         other, _trained(other, 0.4), checkpoint, {SELECTION: 0.4}, rescore=rescore
     )
