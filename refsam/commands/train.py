@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.device={args.device}")
     cfg = load_config(args.config, overrides)
     if args.dry_run:
-        result = train(cfg, dry_run=True)
+        result = train(cfg, dry_run=True, resume=args.resume)
         total = sum(result.trainable_params.values())
         print(f"dry run ok: {total:,} trainable parameters")
         return 0

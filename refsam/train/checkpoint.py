@@ -60,6 +60,51 @@ class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable or not a refsam training checkpoint."""
 
 
+_NEAR_DEPTH = 3  # outputs/<run>/checkpoints/<file>.pt
+_NEAR_SCAN = 5000  # files looked at, at most, per searched folder
+
+
+def nearest_checkpoints(path: Path | str, limit: int = 3) -> list[Path]:
+    """Checkpoints (``*.pt``) that exist near a missing ``path``, for its error message:
+    up to three folders below its nearest existing parent folder and below the project's
+    ``outputs/``; those with ``path``'s file name first, then the newest."""
+    from refsam.paths import OUTPUTS, project_root
+
+    path = Path(path)
+    parent = next((p for p in path.absolute().parents if p.is_dir()), None)
+    roots = [r for r in (parent, project_root() / OUTPUTS) if r is not None and r.parent != r]
+    found: dict[Path, Path] = {}
+    for root in roots:
+        scanned = 0
+        for depth in range(1, _NEAR_DEPTH + 1):
+            for candidate in root.glob("/".join(["*"] * depth) + ".pt"):
+                scanned += 1
+                if candidate.is_file():
+                    found.setdefault(candidate.resolve(), candidate)
+                if scanned >= _NEAR_SCAN:
+                    break
+
+    def rank(candidate: Path) -> tuple[bool, float, str]:
+        return (candidate.name != path.name, -candidate.stat().st_mtime, str(candidate))
+
+    return sorted(found.values(), key=rank)[:limit]
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def not_found_message(path: Path | str, what: str = "checkpoint") -> str:
+    """``<path>: <what> not found; nearest existing: a, b, c`` (or where none was found)."""
+    near = nearest_checkpoints(path)
+    if near:
+        return f"{path}: {what} not found; nearest existing: " + ", ".join(map(_shown, near))
+    return f"{path}: {what} not found (no *.pt file near it nor under outputs/)"
+
+
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint file holds pickled code or objects that a weights-only load refuses."""
 
@@ -179,11 +224,20 @@ def remove_temporaries(directory: Path) -> list[Path]:
 
 
 def _reason(exc: BaseException) -> str:
-    """One short line out of torch's multi-line load errors."""
+    """One short line out of torch's multi-line load errors, keeping the underlying error's
+    type and code (torch's bare ``KeyError: 101`` is a pickle memo lookup that fails: the
+    bytes are not a pickle)."""
     inner = exc.__context__ if isinstance(exc, pickle.UnpicklingError) else None
-    text = str(inner or exc) or type(exc).__name__
+    error = inner or exc
+    if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], int):
+        return (
+            f"KeyError {error.args[0]}: the pickle reads memo entry {error.args[0]}, never "
+            "stored; the bytes are not a torch file"
+        )
+    text = str(error)
     line = next((part.strip() for part in text.splitlines() if part.strip()), text)
     line = line.split(". Please")[0].split(". This is an internal")[0]
+    line = f"{type(error).__name__}: {line}" if line else type(error).__name__
     return line if len(line) <= 200 else line[:199] + "…"
 
 
@@ -237,7 +291,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     """Read a training checkpoint with ``weights_only=True``; CheckpointError if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(not_found_message(path))
     try:
         payload = _torch_load(path, map_location=map_location)
     except Exception as exc:  # any unreadable file is bad input, reported with its path
@@ -309,7 +363,7 @@ def check_resumable(path: Path) -> None:
     costs little more than opening the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(not_found_message(path))
     try:
         payload = _torch_load(path, map_location="cpu", mmap=True)
     except Exception:
@@ -332,7 +386,7 @@ def resolve_resume(resume: Path | str | None, directory: Path) -> Path | None:
     if str(resume) != "auto":
         path = Path(resume)
         if not path.is_file():
-            raise CheckpointError(f"--resume {path}: checkpoint not found")
+            raise CheckpointError("--resume " + not_found_message(path))
         check_resumable(path)
         return path
     for found in reversed(list_step_checkpoints(directory)):

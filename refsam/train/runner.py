@@ -32,7 +32,8 @@ from refsam.train.checkpoint import (
 )
 from refsam.train.logging import NullRunLogger, RunLogger
 from refsam.train.loop import BatchStream, LoaderPosition, resolve_precision, train_step
-from refsam.train.results import StageResult, TrainResult, run_dir_of, trainable_counts
+from refsam.paths import point_latest_run, run_dir
+from refsam.train.results import StageResult, TrainResult, trainable_counts
 from refsam.train.rundir_lock import holds_run_dir_lock
 from refsam.train.schedule import WarmupCosine, build_optimizer
 from refsam.train.state import (
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 def resume_run_id(cfg: RefSAMConfig, resume: Path | str | None) -> str | None:
     """The tracking run id stored in the checkpoint ``resume`` resolves to (for the CLI)."""
-    path = resolve_resume(resume, run_dir_of(cfg) / "checkpoints")
+    path = resolve_resume(resume, run_dir(cfg) / "checkpoints")
     return None if path is None else load_checkpoint(path).get("run_id")
 
 
@@ -85,7 +86,7 @@ class _Trainer:
 
     def __init__(self, cfg: RefSAMConfig, env: dist_utils.DistEnv, logger: RunLogger) -> None:
         self.cfg, self.env, self.logger = cfg, env, logger
-        self.run_dir = run_dir_of(cfg)
+        self.run_dir = run_dir(cfg)
         self.manager = CheckpointManager(
             self.run_dir / "checkpoints", keep_last=cfg.train.keep_last
         )
@@ -305,7 +306,7 @@ def train(
     if dry_run:
         from refsam.train.dry_run import dry_run as run_dry
 
-        return run_dry(cfg)
+        return run_dry(cfg, resume=resume)
     if not cfg.train.stages:
         from refsam.errors import ConfigError
 
@@ -371,6 +372,8 @@ def train(
                 trainer.best,
             )
             trainer.best_checkpoint = trainer.manager.save_best(payload_last)
+        if env.is_main and trainer.last_checkpoint:
+            point_latest_run(cfg)  # <output_dir>/<run_name>-latest: this (completed) run
         counts = trainable_counts(trainer.model)
         return TrainResult(
             run_dir=trainer.run_dir,
