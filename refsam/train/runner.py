@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from refsam.config import RefSAMConfig, StageConfig
 from refsam.modeling import RefSAM
+from refsam.paths import point_latest_run, run_dir
 from refsam.train import distributed as dist_utils
 from refsam.train.checkpoint import (
     FORMAT,
@@ -32,7 +33,6 @@ from refsam.train.checkpoint import (
 )
 from refsam.train.logging import NullRunLogger, RunLogger
 from refsam.train.loop import BatchStream, LoaderPosition, resolve_precision, train_step
-from refsam.paths import point_latest_run, run_dir
 from refsam.train.results import StageResult, TrainResult, trainable_counts
 from refsam.train.rundir_lock import holds_run_dir_lock
 from refsam.train.schedule import WarmupCosine, build_optimizer
