@@ -6,7 +6,8 @@ cosine schedule, starting from the previous stage's weights. Checkpoints every
 ``checkpoint_every`` steps and at each stage's end (rank 0 only); ``resume`` (a path or
 ``"auto"``) continues exactly: weights, optimiser, schedule, scaler, RNG states and the
 loader position are restored, so an interrupted CPU run ends with the same weights as an
-uninterrupted one.
+uninterrupted one. A completed training points ``<output_dir>/<run_name>-latest`` at its
+run directory (:func:`refsam.paths.point_latest_run`).
 """
 
 from __future__ import annotations
