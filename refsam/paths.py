@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,7 +77,7 @@ def point_latest_run(cfg: RefSAMConfig) -> Path | None:
     link, target = latest_run_link(cfg), run_dir(cfg)
     if link == target:
         return None
-    temporary = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    temporary = link.with_name(f".{link.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         temporary.unlink(missing_ok=True)
         os.symlink(target.name, temporary, target_is_directory=True)

@@ -64,7 +64,6 @@ def check_split(dataset: str, split: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from refsam.config import DATASET_NAMES
-    from refsam.eval.evaluator import evaluate
 
     if args.dataset not in DATASET_NAMES:
         raise UserError(
@@ -77,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         from refsam.tracking import resolve_model_uri
 
         checkpoint = resolve_model_uri(args.model)
+    from refsam.eval.evaluator import evaluate
+
     result = evaluate(
         checkpoint, args.dataset, args.split, shards=args.shards, out=args.out,
         heldout=args.heldout, device=args.device, max_videos=args.max_videos,
