@@ -117,3 +117,11 @@ def test_evaluate_takes_a_checkpoint_or_a_registered_model(
     assert main([*base, "--checkpoint", str(missing)]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{missing}: checkpoint not found; nearest existing: " in err and err.endswith(str(real))
+
+
+def test_ingest_lists_the_known_splits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    args = ["ingest", "--dataset", "ref-davis17", "--split", "validation", "--raw", str(tmp_path),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 2
+    assert "unknown split 'validation'; expected one of train, valid" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

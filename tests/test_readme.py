@@ -45,6 +45,7 @@ PICKS = {
     "evaluate": {"--max-videos": "1"},
     "demo-data": {"--scale": "tiny"},
 }
+TIMINGS: list[str] = []  # wall time of each command run, for -s
 PLACEHOLDERS = {
     "FRAMES_DIR_OR_VIDEO": "datasets/demo/raw/ref-davis/DAVIS/JPEGImages/480p/classic-car"
 }
@@ -226,7 +227,7 @@ def _run(project: Path, words: list[str]) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=600,
     )
-    print(f"{time.perf_counter() - start:6.1f} s  refsam {shlex.join(words)}")
+    TIMINGS.append(f"{time.perf_counter() - start:6.1f} s  refsam {shlex.join(words)}")
     return done
 
 
@@ -234,7 +235,7 @@ def _in_process(words: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[i
     start = time.perf_counter()
     code = main(words)
     err = capsys.readouterr().err
-    print(f"{time.perf_counter() - start:6.1f} s  refsam {shlex.join(words)}")
+    TIMINGS.append(f"{time.perf_counter() - start:6.1f} s  refsam {shlex.join(words)}")
     return code, err
 
 
@@ -266,3 +267,4 @@ def test_readme_commands_run_after_make_demo(
     assert (project / "outputs" / "eval" / "davis" / "metrics.json").is_file()
     # `refsam train` wrote outputs/demo-tiny-cpu; the link now points at it
     assert latest.resolve() == (project / "outputs" / "demo-tiny-cpu").resolve()
+    print("\n".join(TIMINGS))  # shown with -s
