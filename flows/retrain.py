@@ -42,8 +42,9 @@ from flows.common import (
     with_run_name,
 )
 from flows.evaluate import EvalOutcome, EvalSetsFailed, evaluate_sets
-from flows.train import TrainOutcome, timestamped_run_name, train_task
+from flows.train import TrainOutcome, train_task
 from refsam.config import DataSplit, RefSAMConfig
+from refsam.paths import timestamped_run_name
 
 if TYPE_CHECKING:  # mlflow is imported only when the flow reaches the registry
     from refsam.tracking.champion import ChampionDecision

@@ -23,7 +23,6 @@ import sys
 import tempfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +59,6 @@ class TrainOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def timestamped_run_name(base: str) -> str:
-    """``<base>-YYYYmmdd-HHMMSS`` (UTC): every pipeline run gets its own run directory."""
-    return f"{base}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
 def result_record(result: Any) -> dict[str, Any]:

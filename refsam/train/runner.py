@@ -6,7 +6,8 @@ cosine schedule, starting from the previous stage's weights. Checkpoints every
 ``checkpoint_every`` steps and at each stage's end (rank 0 only); ``resume`` (a path or
 ``"auto"``) continues exactly: weights, optimiser, schedule, scaler, RNG states and the
 loader position are restored, so an interrupted CPU run ends with the same weights as an
-uninterrupted one.
+uninterrupted one. A completed training points ``<output_dir>/<run_name>-latest`` at its
+run directory (:func:`refsam.paths.point_latest_run`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from refsam.config import RefSAMConfig, StageConfig
 from refsam.modeling import RefSAM
+from refsam.paths import point_latest_run, run_dir
 from refsam.train import distributed as dist_utils
 from refsam.train.checkpoint import (
     FORMAT,
@@ -33,7 +35,7 @@ from refsam.train.checkpoint import (
 from refsam.train.curve import curve_due, measure_curve
 from refsam.train.logging import NullRunLogger, RunLogger
 from refsam.train.loop import BatchStream, LoaderPosition, resolve_precision, train_step
-from refsam.train.results import StageResult, TrainResult, run_dir_of, trainable_counts
+from refsam.train.results import StageResult, TrainResult, trainable_counts
 from refsam.train.rundir_lock import holds_run_dir_lock
 from refsam.train.schedule import WarmupCosine, build_optimizer
 from refsam.train.state import (
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 
 def resume_run_id(cfg: RefSAMConfig, resume: Path | str | None) -> str | None:
     """The tracking run id stored in the checkpoint ``resume`` resolves to (for the CLI)."""
-    path = resolve_resume(resume, run_dir_of(cfg) / "checkpoints")
+    path = resolve_resume(resume, run_dir(cfg) / "checkpoints")
     return None if path is None else load_checkpoint(path).get("run_id")
 
 
@@ -86,7 +88,7 @@ class _Trainer:
 
     def __init__(self, cfg: RefSAMConfig, env: dist_utils.DistEnv, logger: RunLogger) -> None:
         self.cfg, self.env, self.logger = cfg, env, logger
-        self.run_dir = run_dir_of(cfg)
+        self.run_dir = run_dir(cfg)
         self.manager = CheckpointManager(
             self.run_dir / "checkpoints", keep_last=cfg.train.keep_last
         )
@@ -311,7 +313,7 @@ def train(
     if dry_run:
         from refsam.train.dry_run import dry_run as run_dry
 
-        return run_dry(cfg)
+        return run_dry(cfg, resume=resume)
     if not cfg.train.stages:
         from refsam.errors import ConfigError
 
@@ -379,6 +381,8 @@ def train(
                 trainer.best,
             )
             trainer.best_checkpoint = trainer.manager.save_best(payload_last)
+        if env.is_main and trainer.last_checkpoint:
+            point_latest_run(cfg)  # <output_dir>/<run_name>-latest: this (completed) run
         counts = trainable_counts(trainer.model)
         return TrainResult(
             run_dir=trainer.run_dir,

@@ -109,3 +109,48 @@ def test_cli_dry_run_exit_codes(
     assert main(bad) == 2
     err = capsys.readouterr().err
     assert err.startswith("refsam: error:") and "no shards at" in err
+
+
+def test_dry_run_checks_resume_and_init_from_like_every_path(
+    make_config: Callable[..., RefSAMConfig], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = make_config()
+    args = ["train", "--config", str(CONFIGS / "smoke.yaml"), "--dry-run", "--device", "cpu",
+            "--set", f"data.heldout_root={cfg.data.heldout_root}", "--set", "tracking.enabled=false",
+            "--set", f"train.output_dir={tmp_path / 'outputs'}", "--set", f"data.shards_root={cfg.data.shards_root}"]  # fmt: skip
+    assert main([*args, "--resume", str(tmp_path / "MISSING.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("refsam: error: dry run found missing or bad inputs: --resume: ")
+    assert "MISSING.pt: checkpoint not found" in err and "\n" not in err
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"hello")
+    assert main([*args, "--resume", str(garbage)]) == 2
+    assert "garbage.pt: not a readable checkpoint" in capsys.readouterr().err
+    assert main([*args, "--set", f"train.init_from={garbage}"]) == 2
+    assert "train.init_from: " in capsys.readouterr().err
+    assert main([*args, "--set", f"train.init_from={tmp_path / 'nope.pt'}"]) == 2
+    assert "train.init_from: " in capsys.readouterr().err
+
+    assert main([*args, "--resume", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "resume auto: no checkpoint in" in out and "would start fresh" in out
+    assert not (tmp_path / "outputs").exists()  # nothing written
+    from refsam.train.state import build_model, save_model_checkpoint
+
+    good = save_model_checkpoint(build_model(cfg), cfg, tmp_path / "good.pt")
+    assert main([*args, "--resume", str(good)]) == 0
+    assert f"resume: would continue {good}" in capsys.readouterr().out
+    assert main([*args, "--set", f"train.init_from={good}"]) == 0
+
+
+def test_dry_run_prints_where_train_and_pipeline_write(
+    make_config: Callable[..., RefSAMConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = make_config()
+    train(cfg, dry_run=True)
+    out = capsys.readouterr().out
+    base = Path(cfg.train.output_dir) / "smoke"
+    assert (
+        f"run dir: {base} (refsam train; refsam pipeline / make demo: "
+        f"{base}-<YYYYmmdd-HHMMSS UTC>); {base}-latest -> the newest completed run" in out
+    )
