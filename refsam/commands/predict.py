@@ -66,10 +66,10 @@ def frame_names(video: Path) -> tuple[list[str] | None, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refsam.eval.evaluator import load_model_from_checkpoint
     from refsam.eval.io import write_binary_png
     from refsam.eval.predictor import OnlinePredictor
     from refsam.eval.visualize import contact_sheet, legend, overlay_masks, write_png, write_webm
+    from refsam.modeling.checkpoint import model_from_checkpoint
 
     if not args.video.exists():
         raise UserError(f"--video {args.video}: no such frame folder or video file")
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         from refsam.tracking import resolve_model_uri
 
         checkpoint = resolve_model_uri(args.model)
-    model, cfg = load_model_from_checkpoint(checkpoint, device="cpu")
+    model, cfg = model_from_checkpoint(checkpoint, device="cpu")
     threshold = args.threshold if args.threshold is not None else cfg.eval.mask_threshold
     predictor = OnlinePredictor(model, device=args.device, threshold=threshold)
     names, count = frame_names(args.video)

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     if args.dry_run:
         result = train(cfg, dry_run=True)
+        print(result.report)
         total = sum(result.trainable_params.values())
         print(f"dry run ok: {total:,} trainable parameters")
         return 0

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from refsam.config import RefSAMConfig
 from refsam.data.types import EvalVideo
 from refsam.errors import UserError
 from refsam.eval import protocols
@@ -53,8 +52,9 @@ from refsam.eval.io import (
 from refsam.eval.predictor import OnlinePredictor
 from refsam.eval.submission import zip_prediction_dir
 from refsam.eval.visualize import render_sequence_sheet
+from refsam.modeling.checkpoint import model_from_checkpoint
 from refsam.modeling.refsam import RefSAM
-from refsam.train.logging import RunLogger
+from refsam.runlog import RunLogger
 
 log = logging.getLogger(__name__)
 
@@ -315,16 +315,6 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def load_model_from_checkpoint(
-    path: Path, device: str | torch.device = "cpu"
-) -> tuple[RefSAM, RefSAMConfig]:
-    """Rebuild the model a training checkpoint names (config, SAM file, text encoder) and
-    load its trained tensors (or full state)."""
-    from refsam.train.state import model_from_checkpoint
-
-    return model_from_checkpoint(Path(path), device=device)
-
-
 def evaluate(
     checkpoint: Path,
     dataset: str,
@@ -341,7 +331,7 @@ def evaluate(
     """Evaluate a training checkpoint (INTERFACES.md); shards/heldout default to the
     checkpoint config's ``data.shards_root`` / ``data.heldout_root``, ``threshold`` (the
     mask probability threshold) to its ``eval.mask_threshold``."""
-    model, cfg = load_model_from_checkpoint(checkpoint, device="cpu")
+    model, cfg = model_from_checkpoint(checkpoint, device="cpu")
     shards = Path(shards) if shards is not None else cfg.data.shards_root
     if heldout is None:
         heldout = cfg.data.heldout_root

@@ -21,16 +21,15 @@ from tqdm import tqdm
 
 from refsam.config import RefSAMConfig, StageConfig
 from refsam.modeling import RefSAM
+from refsam.modeling.checkpoint import FORMAT, load_checkpoint, load_model_state
+from refsam.runlog import NullRunLogger, RunLogger
 from refsam.train import distributed as dist_utils
 from refsam.train.checkpoint import (
-    FORMAT,
     CheckpointManager,
     capture_rng_state,
-    load_checkpoint,
     resolve_resume,
     restore_rng_state,
 )
-from refsam.train.logging import NullRunLogger, RunLogger
 from refsam.train.loop import BatchStream, LoaderPosition, resolve_precision, train_step
 from refsam.train.results import StageResult, TrainResult, run_dir_of, trainable_counts
 from refsam.train.rundir_lock import holds_run_dir_lock
@@ -38,7 +37,6 @@ from refsam.train.schedule import WarmupCosine, build_optimizer
 from refsam.train.state import (
     build_model,
     data_manifests,
-    load_model_state,
     model_state,
     sam_reference,
     seed_everything,

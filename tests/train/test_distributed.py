@@ -12,8 +12,9 @@ import torch
 import torch.multiprocessing as mp
 
 from refsam.config import RefSAMConfig, config_from_dict
+from refsam.devices import resolve_device
 from refsam.errors import ConfigError, DataError
-from refsam.train.distributed import DistEnv, init_distributed, resolve_device, wrap_model
+from refsam.train.distributed import DistEnv, init_distributed, wrap_model
 from refsam.train.loop import BatchStream
 
 STAGES = (
@@ -34,7 +35,7 @@ def _worker(rank: int, world: int, port: int, cfg_json: dict, out: str) -> None:
          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     )  # fmt: skip
     torch.set_num_threads(1)
-    from refsam.train.logging import MemoryRunLogger
+    from refsam.runlog import MemoryRunLogger
     from refsam.train.runner import train
 
     logger = MemoryRunLogger(run_id=f"run-{rank}")
