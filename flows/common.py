@@ -4,7 +4,8 @@ Config loading for flow parameters (a YAML path plus ``--set``-style overrides, 
 deployment's parameters stay plain JSON), the data splits a config needs, the selection
 metric's parts, MLflow UI links, the retry rule "retry on transient I/O only" and the
 task runner of the ingest step (threads here, a Dask cluster when an address is given),
-and :func:`tie_temporary_server_to_process` (Prefect's temporary API server dies with us) and
+and :func:`prepare_prefect`, which entry points call before running a flow in process:
+:func:`tie_temporary_server_to_process` (Prefect's temporary API server dies with us) and
 :func:`allow_slow_server_start` (and gets the time it needs to start).
 """
 
@@ -239,3 +240,12 @@ def allow_slow_server_start(seconds: int = SERVER_START_TIMEOUT_S) -> int:
         os.environ[SERVER_START_ENV] = str(seconds)
         refresh_global_settings_context()  # Prefect read its settings at import
     return get_current_settings().server.ephemeral.startup_timeout_seconds
+
+
+def prepare_prefect() -> None:
+    """Get Prefect ready to run a flow in this process: its temporary API server (used
+    when no ``PREFECT_API_URL`` is set) dies with the process and gets time to start.
+    Call it once at an entry point (``refsam pipeline``, tests) before the first flow
+    runs; importing :mod:`flows` does nothing to Prefect. Idempotent."""
+    allow_slow_server_start()
+    tie_temporary_server_to_process()

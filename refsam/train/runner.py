@@ -100,6 +100,19 @@ class _Trainer:
         self.best_checkpoint: Path | None = None
 
     # ---------------------------------------------------------------- checkpoints
+    def restore(self, payload: dict[str, Any], path: Path) -> None:
+        """Continue the run of checkpoint ``path`` (already read into ``payload``): its
+        model tensors, global step, last metrics and best selection value. Its RNG state
+        (in :func:`train`) and optimiser, schedule and loader position (in
+        :meth:`run_stage`) are restored just before training continues."""
+        load_model_state(self.model, payload, path)
+        self.step = int(payload["progress"]["step"])
+        self.metrics = dict(payload.get("metrics") or {})
+        self.best = payload.get("best_metric")
+        self.best_checkpoint = self.manager.best_path
+        self.last_checkpoint = path
+        log.info("resuming from %s at step %d", path, self.step)
+
     def payload(
         self, stage: int, stage_step: int, optimizer, schedule, scaler, positions
     ) -> dict[str, Any]:  # noqa: ANN001
@@ -324,13 +337,7 @@ def train(
                     payload.get("config_hash"),
                     cfg.config_hash(),
                 )
-            load_model_state(trainer.model, payload, resume_path)
-            trainer.step = int(payload["progress"]["step"])
-            trainer.metrics = dict(payload.get("metrics") or {})
-            trainer.best = payload.get("best_metric")
-            trainer.best_checkpoint = trainer.manager.best_path
-            trainer.last_checkpoint = resume_path
-            log.info("resuming from %s at step %d", resume_path, trainer.step)
+            trainer.restore(payload, resume_path)
         elif cfg.train.init_from is not None:
             init = load_checkpoint(cfg.train.init_from)
             load_model_state(trainer.model, init, Path(cfg.train.init_from))
