@@ -20,8 +20,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from refsam.data.demo_language import Expression
-from refsam.data.demo_scenes import Scene, render_frame
+from refsam.data.demo.language import Expression
+from refsam.data.demo.scenes import Scene, render_frame
 
 JPEG_QUALITY = 90
 VOID = 255

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refsam.data.demo_scenes import APPEARANCE, ATTRIBUTES, Scene, ShapeObject
+from refsam.data.demo.scenes import APPEARANCE, ATTRIBUTES, Scene, ShapeObject
 
 PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"}
 MOTION_PHRASE = {
