@@ -27,7 +27,7 @@ import numpy as np
 
 from refsam.data.demo import coco, writers
 from refsam.data.demo.language import (
-    Expression,
+    SceneExpression,
     group_expressions,
     multi_expression,
     single_expression,
@@ -75,7 +75,7 @@ class VideoPlan:
     split: str
     scene: Scene
     frame_names: list[str]
-    expressions: list[Expression]
+    expressions: list[SceneExpression]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class RefPlan:
     obj_id: int
     category_id: int
     split: str
-    sentences: list[Expression]
+    sentences: list[SceneExpression]
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,9 @@ def _hex_name(rng: np.random.Generator, length: int) -> str:
 
 def _video_expressions(
     rng: np.random.Generator, scene: Scene, count: int, *, mevis: bool
-) -> list[Expression]:
+) -> list[SceneExpression]:
     """``count`` single-object expressions (cycling over objects) plus MeViS group ones."""
-    expressions: list[Expression] = []
+    expressions: list[SceneExpression] = []
     order = [int(i) for i in rng.permutation(len(scene.objects))]
     seen: set[str] = set()
     for k in range(count * 3):
