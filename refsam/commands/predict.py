@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     n_frames = 0
 
-    def overlays():  # noqa: ANN202 - generator of overlay frames for the video writer
+    def overlays():  # generator of overlay frames for the video writer
         nonlocal n_frames
         from refsam.eval.predictor import iter_frames
 

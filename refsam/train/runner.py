@@ -115,7 +115,7 @@ class _Trainer:
 
     def payload(
         self, stage: int, stage_step: int, optimizer, schedule, scaler, positions
-    ) -> dict[str, Any]:  # noqa: ANN001
+    ) -> dict[str, Any]:
         cfg = self.cfg
         return {
             "format": FORMAT,
@@ -144,7 +144,7 @@ class _Trainer:
 
     def save(
         self, stage: int, stage_step: int, optimizer, schedule, scaler, stream: BatchStream
-    ) -> None:  # noqa: ANN001
+    ) -> None:
         position = {"epoch": stream.position.epoch, "batches": stream.position.batches}
         positions = [position]
         if self.env.distributed:

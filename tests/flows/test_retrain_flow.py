@@ -38,7 +38,7 @@ class History:
     tracking: TrackingConfig
     runs: list  # RetrainOutcome of runs 1 and 3, the printed summary of run 2 (CLI)
 
-    def client(self):  # noqa: ANN201
+    def client(self):
         from refsam.tracking import get_client
 
         return get_client(self.tracking)

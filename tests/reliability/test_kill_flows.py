@@ -222,7 +222,7 @@ def _integrity(db: Path) -> str:
         return con.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def _client(uri: str):  # noqa: ANN202
+def _client(uri: str):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
