@@ -144,7 +144,7 @@ _TIE_BOOTSTRAP = (
     "try:\n"
     "    import ctypes\n"
     "    ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM\n"
-    "except Exception:  # no prctl: the server runs untied, as before\n"
+    "except Exception:  # no prctl: the server runs untied\n"
     "    pass\n"
     "if os.getppid() != int(sys.argv[1]):\n"
     "    sys.exit(1)\n"
@@ -205,9 +205,9 @@ def tie_temporary_server_to_process() -> bool:
 
     Prefect starts that server as a plain child process and stops it at exit (atexit). A
     process killed by SIGKILL (``kill -9``, the OOM killer, a lost CI runner) runs no
-    atexit handler, so the server lived on as an orphan, one more per killed run
-    (tests/reliability/test_kill_flows.py). On Linux the kernel now sends it SIGTERM when
-    we die. Returns True when the tie is in place, or will be once Prefect imports its
+    atexit handler, so without the tie the server would live on as an orphan, one more per
+    killed run (tests/reliability/test_kill_flows.py); with it, the Linux kernel sends the
+    server SIGTERM when we die. Returns True when the tie is in place, or will be once Prefect imports its
     server module (Linux, no API URL set); idempotent.
     """
     if not sys.platform.startswith("linux"):
@@ -230,8 +230,9 @@ def allow_slow_server_start(seconds: int = SERVER_START_TIMEOUT_S) -> int:
 
     Prefect waits 20 s by default. A server on a new ``PREFECT_HOME`` (a fresh clone's
     ``make demo``, every test with its own home) creates its database first: ~21 s on an
-    idle 2-core machine (~10 s with the database in place), so a busy machine failed with
-    "Timed out while attempting to connect to ephemeral Prefect API server" (CI, stop 16).
+    idle 2-core machine (~10 s with the database in place), so with the default a busy
+    machine fails with "Timed out while attempting to connect to ephemeral Prefect API
+    server".
     """
     from prefect.context import refresh_global_settings_context
     from prefect.settings import get_current_settings
