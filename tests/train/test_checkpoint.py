@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from refsam.modeling.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from refsam.train.checkpoint import (
-    FORMAT,
-    CheckpointError,
     CheckpointManager,
     atomic_save,
     capture_rng_state,
     latest_checkpoint,
-    load_checkpoint,
     resolve_resume,
     restore_rng_state,
 )
