@@ -47,7 +47,7 @@ TEXTS = [
 ]  # fmt: skip
 
 
-def _timed(fn) -> tuple[float, float]:  # noqa: ANN001
+def _timed(fn) -> tuple[float, float]:
     cpu, wall = time.process_time(), time.perf_counter()
     fn()
     return time.process_time() - cpu, time.perf_counter() - wall
@@ -124,7 +124,7 @@ def main() -> None:
         expressions, clips = dict.fromkeys(variants, 0), dict.fromkeys(variants, 0)
 
         def run(v: tuple[int, int]) -> None:
-            def next_batch():  # noqa: ANN202
+            def next_batch():
                 batch = streams[v].next()
                 expressions[v] += len(batch.texts)
                 clips[v] += batch.frames.shape[0]  # the last batch of an epoch may be short

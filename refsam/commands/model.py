@@ -34,20 +34,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
-def format_counts(counts: dict[str, tuple[int, int]]) -> str:
-    """A plain table of parameter counts with a total row."""
-    lines = [f"{'module':<16} {'total':>14} {'trainable':>14}"]
-    for name, (total, trainable) in counts.items():
-        lines.append(f"{name:<16} {total:>14,} {trainable:>14,}")
-    total = sum(t for t, _ in counts.values())
-    trainable = sum(t for _, t in counts.values())
-    lines.append(f"{'total':<16} {total:>14,} {trainable:>14,}")
-    return "\n".join(lines)
-
-
 def run_info(args: argparse.Namespace) -> int:
     from refsam.config import ModelConfig, load_config
-    from refsam.modeling import count_parameters
+    from refsam.modeling import count_parameters, format_counts
 
     cfg = load_config(args.config).model if args.config else ModelConfig(variant="tiny")
     counts = count_parameters(

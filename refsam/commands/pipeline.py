@@ -123,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)  # bad config → exit 2 before Prefect starts
     if not args.debug:  # one line per Prefect API call is noise at INFO
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    from flows.common import prepare_prefect
     from flows.retrain import retrain_flow
+
+    prepare_prefect()  # Prefect's temporary server: dies with us, time to start
 
     # SIGTERM unwinds like Ctrl-C, so the MLflow run is marked KILLED/FAILED and Prefect's
     # temporary server (stopped at exit) does not outlive us.

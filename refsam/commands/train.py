@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(cfg.train.device)
     if args.dry_run:
         result = train(cfg, dry_run=True, resume=args.resume)
+        print(result.report)
         total = sum(result.trainable_params.values())
         print(f"dry run ok: {total:,} trainable parameters")
         return 0

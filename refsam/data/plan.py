@@ -16,7 +16,8 @@ from pathlib import Path
 from refsam import __version__
 from refsam.data.index import dumps
 from refsam.data.sources import open_source
-from refsam.data.sources.base import Source, unsafe_name
+from refsam.data.sources.base import Source
+from refsam.data.sources.raw_files import unsafe_name
 from refsam.data.types import QuarantineItem, shard_key
 from refsam.errors import DataError
 from refsam.paths import split_dir

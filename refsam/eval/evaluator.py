@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from refsam.config import RefSAMConfig
 from refsam.data.loader import iter_eval_videos
 from refsam.data.types import EvalVideo
 from refsam.errors import UserError
@@ -36,8 +35,9 @@ from refsam.eval.predictor import FramePrediction, OnlinePredictor
 from refsam.eval.submission import zip_prediction_dir
 from refsam.eval.visualize import render_sequence_sheet
 from refsam.fsio import write_csv
+from refsam.modeling.checkpoint import model_from_checkpoint
 from refsam.modeling.refsam import RefSAM
-from refsam.train.logging import RunLogger
+from refsam.runlog import RunLogger
 
 log = logging.getLogger(__name__)
 
@@ -204,16 +204,6 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def load_model_from_checkpoint(
-    path: Path, device: str | torch.device = "cpu"
-) -> tuple[RefSAM, RefSAMConfig]:
-    """Rebuild the model a training checkpoint names (config, SAM file, text encoder) and
-    load its trained tensors (or full state)."""
-    from refsam.train.state import model_from_checkpoint
-
-    return model_from_checkpoint(Path(path), device=device)
-
-
 def evaluate(
     checkpoint: Path,
     dataset: str,
@@ -231,7 +221,7 @@ def evaluate(
     checkpoint config's ``data.shards_root`` / ``data.heldout_root``, ``threshold`` (the
     mask probability threshold) to its ``eval.mask_threshold``."""
     family_for(dataset)  # an unknown dataset fails before the model is built
-    model, cfg = load_model_from_checkpoint(checkpoint, device="cpu")
+    model, cfg = model_from_checkpoint(checkpoint, device="cpu")
     shards = Path(shards) if shards is not None else cfg.data.shards_root
     if heldout is None:
         heldout = cfg.data.heldout_root

@@ -226,9 +226,9 @@ def predict_video(
     target = resolve_device(device)
     default_threshold = EvalConfig().mask_threshold
     if isinstance(model, str | Path):
-        from refsam.eval.evaluator import load_model_from_checkpoint
+        from refsam.modeling.checkpoint import model_from_checkpoint
 
-        model, cfg = load_model_from_checkpoint(Path(model), device="cpu")
+        model, cfg = model_from_checkpoint(Path(model), device="cpu")
         default_threshold = cfg.eval.mask_threshold
     threshold = default_threshold if threshold is None else threshold
     was_training = model.training

@@ -149,3 +149,14 @@ def meta_refsam(
             iou_loss=iou_loss,
             trainable=tuple(trainable) if trainable is not None else DEFAULT_TRAINABLE,
         )
+
+
+def format_counts(counts: dict[str, tuple[int, int]]) -> str:
+    """A plain table of parameter counts with a total row."""
+    lines = [f"{'module':<16} {'total':>14} {'trainable':>14}"]
+    for name, (total, trainable) in counts.items():
+        lines.append(f"{name:<16} {total:>14,} {trainable:>14,}")
+    total = sum(t for t, _ in counts.values())
+    trainable = sum(t for _, t in counts.values())
+    lines.append(f"{'total':<16} {total:>14,} {trainable:>14,}")
+    return "\n".join(lines)

@@ -17,8 +17,8 @@ import torch
 
 from refsam.config import RefSAMConfig
 from refsam.modeling import RefSAM
+from refsam.runlog import RunLogger
 from refsam.train.checkpoint import capture_rng_state, restore_rng_state
-from refsam.train.logging import RunLogger
 
 CURVE_PREFIX = "val"
 CURVE_METRICS = ("J", "F", "J&F")

@@ -77,31 +77,9 @@ def wrap_model(model: nn.Module, env: DistEnv) -> nn.Module:
     )
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def barrier(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.barrier()
-
-
-def all_reduce_mean(value: float, env: DistEnv) -> float:
-    """Mean of a float over ranks (the value itself in a world of one)."""
-    if not env.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=env.device)
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / env.world_size
-
-
-def broadcast_object(obj: object, env: DistEnv) -> object:
-    """Rank 0's ``obj`` on every rank."""
-    if not env.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def cleanup(env: DistEnv) -> None:

@@ -18,7 +18,7 @@ import torch
 from refsam.config import RefSAMConfig
 from refsam.data.loader import build_train_loader
 from refsam.errors import ConfigError
-from refsam.modeling import RefSAM, TextEncoder, get_variant
+from refsam.modeling import RefSAM, TextEncoder, format_counts, get_variant
 from refsam.modeling.checkpoint import SAM_PREFIXES, SamCheckpointError
 from refsam.modeling.text_encoder import DEFAULT_TEXT_ENCODER
 from refsam.paths import describe_run_dirs, has_manifest, run_dir
@@ -135,7 +135,7 @@ def _meta_model(cfg: RefSAMConfig) -> RefSAM:
 
 
 def dry_run(cfg: RefSAMConfig, resume: Path | str | None = None) -> TrainResult:
-    """Check, build and count (module docstring); prints the summary (CLI output)."""
+    """Check, build and count (module docstring); the summary is ``result.report``."""
     problems = check_paths(cfg)
     resume_problems, resume_line = check_resume(cfg, resume)
     problems += resume_problems
@@ -184,11 +184,8 @@ def dry_run(cfg: RefSAMConfig, resume: Path | str | None = None) -> TrainResult:
             f"from {', '.join(d.tag for d in stage.datasets)}; first batch frames {tuple(batch.frames.shape)}; "
             f"AdamW over {n_opt:,} params ({lrs})"
         )
-    from refsam.commands.model import format_counts
-
-    print("\n".join(lines))
-    print(format_counts(counts))
-    print(f"run dir: {describe_run_dirs(cfg)}; nothing written (dry run)")
+    lines.append(format_counts(counts))
+    lines.append(f"run dir: {describe_run_dirs(cfg)}; nothing written (dry run)")
     return TrainResult(
         run_dir=run_dir(cfg),
         last_checkpoint=None,
@@ -200,4 +197,5 @@ def dry_run(cfg: RefSAMConfig, resume: Path | str | None = None) -> TrainResult:
         trainable_params=trainable_counts(model),
         dry_run=True,
         parameter_counts=counts,
+        report="\n".join(lines),
     )

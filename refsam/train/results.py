@@ -35,6 +35,7 @@ class TrainResult:
     trainable_params: dict[str, int]
     dry_run: bool = False
     parameter_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    report: str = ""  # a dry run's summary (what `refsam train --dry-run` prints)
     model: RefSAM | None = field(default=None, repr=False)
 
 

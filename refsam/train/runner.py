@@ -22,18 +22,17 @@ from tqdm import tqdm
 
 from refsam.config import RefSAMConfig, StageConfig
 from refsam.modeling import RefSAM
+from refsam.modeling.checkpoint import FORMAT, load_checkpoint, load_model_state
 from refsam.paths import point_latest_run, run_dir
+from refsam.runlog import NullRunLogger, RunLogger
 from refsam.train import distributed as dist_utils
 from refsam.train.checkpoint import (
-    FORMAT,
     CheckpointManager,
     capture_rng_state,
-    load_checkpoint,
     resolve_resume,
     restore_rng_state,
 )
 from refsam.train.curve import curve_due, measure_curve
-from refsam.train.logging import NullRunLogger, RunLogger
 from refsam.train.loop import BatchStream, LoaderPosition, resolve_precision, train_step
 from refsam.train.results import StageResult, TrainResult, trainable_counts
 from refsam.train.rundir_lock import holds_run_dir_lock
@@ -41,7 +40,6 @@ from refsam.train.schedule import WarmupCosine, build_optimizer
 from refsam.train.state import (
     build_model,
     data_manifests,
-    load_model_state,
     model_state,
     sam_reference,
     seed_everything,
@@ -105,9 +103,22 @@ class _Trainer:
         self.best_checkpoint: Path | None = None
 
     # ---------------------------------------------------------------- checkpoints
+    def restore(self, payload: dict[str, Any], path: Path) -> None:
+        """Continue the run of checkpoint ``path`` (already read into ``payload``): its
+        model tensors, global step, last metrics and best selection value. Its RNG state
+        (in :func:`train`) and optimiser, schedule and loader position (in
+        :meth:`run_stage`) are restored just before training continues."""
+        load_model_state(self.model, payload, path)
+        self.step = int(payload["progress"]["step"])
+        self.metrics = dict(payload.get("metrics") or {})
+        self.best = payload.get("best_metric")
+        self.best_checkpoint = self.manager.best_path
+        self.last_checkpoint = path
+        log.info("resuming from %s at step %d", path, self.step)
+
     def payload(
         self, stage: int, stage_step: int, optimizer, schedule, scaler, positions
-    ) -> dict[str, Any]:  # noqa: ANN001
+    ) -> dict[str, Any]:
         cfg = self.cfg
         return {
             "format": FORMAT,
@@ -136,7 +147,7 @@ class _Trainer:
 
     def save(
         self, stage: int, stage_step: int, optimizer, schedule, scaler, stream: BatchStream
-    ) -> None:  # noqa: ANN001
+    ) -> None:
         position = {"epoch": stream.position.epoch, "batches": stream.position.batches}
         positions = [position]
         if self.env.distributed:
@@ -334,13 +345,7 @@ def train(
                     payload.get("config_hash"),
                     cfg.config_hash(),
                 )
-            load_model_state(trainer.model, payload, resume_path)
-            trainer.step = int(payload["progress"]["step"])
-            trainer.metrics = dict(payload.get("metrics") or {})
-            trainer.best = payload.get("best_metric")
-            trainer.best_checkpoint = trainer.manager.best_path
-            trainer.last_checkpoint = resume_path
-            log.info("resuming from %s at step %d", resume_path, trainer.step)
+            trainer.restore(payload, resume_path)
         elif cfg.train.init_from is not None:
             init = load_checkpoint(cfg.train.init_from)
             load_model_state(trainer.model, init, Path(cfg.train.init_from))

@@ -143,7 +143,7 @@ def test_missing_root_or_layout_is_fatal(raw_copy, tmp_path: Path) -> None:
 
 
 class _Exploit:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         import os
 
         return (os.system, ("touch /tmp/refsam-pwned-by-pickle",))

@@ -24,8 +24,8 @@ import pytest
 
 from refsam.cli import main
 from refsam.config import TrackingConfig
+from refsam.modeling.checkpoint import load_checkpoint
 from refsam.tracking.provenance import metric_key
-from refsam.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ class History:
     tracking: TrackingConfig
     runs: list  # RetrainOutcome of runs 1 and 3, the printed summary of run 2 (CLI)
 
-    def client(self):  # noqa: ANN201
+    def client(self):
         from refsam.tracking import get_client
 
         return get_client(self.tracking)

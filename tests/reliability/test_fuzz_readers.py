@@ -30,7 +30,7 @@ from refsam.data.loader import iter_eval_videos
 from refsam.data.plan import plan_ingest
 from refsam.data.rle import decode_rle, encode_mask, normalize_rle
 from refsam.data.shards import ingest, sample_members
-from refsam.data.sources.base import read_label_map
+from refsam.data.sources.raw_files import read_label_map
 from refsam.errors import DataError, UserError
 from refsam.eval.io import read_png
 from refsam.eval.layouts import decode_coco_rle

@@ -159,7 +159,7 @@ class _Flaky(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # noqa: ANN001
+    def readinto(self, buffer) -> int:
         if self.pos >= self.fail_at:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         data = self.handle.read(min(len(buffer), self.fail_at - self.pos))
@@ -176,7 +176,7 @@ def _flaky_opens(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[str]:
     """The first ``failures`` opens of each shard fail half-way through the file."""
     opened: list[str] = []
 
-    def open_shard(path: str):  # noqa: ANN202
+    def open_shard(path: str):
         opened.append(path)
         if opened.count(path) <= failures:
             return io.BufferedReader(_Flaky(path, os.path.getsize(path) // 2))

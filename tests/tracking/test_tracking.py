@@ -15,6 +15,7 @@ from PIL import Image
 from refsam.cli import main
 from refsam.config import DataSplit, RefSAMConfig, StageConfig, TrackingConfig
 from refsam.errors import UserError
+from refsam.runlog import RunLogger
 from refsam.tracking import (
     compare_runs,
     flatten_params,
@@ -26,7 +27,6 @@ from refsam.tracking import (
     tracking_uri,
 )
 from refsam.tracking.provenance import git_commit
-from refsam.train.logging import RunLogger
 
 
 def _cfg(name: str = "unit", **train: object) -> RefSAMConfig:

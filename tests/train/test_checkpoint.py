@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from refsam.modeling.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from refsam.train.checkpoint import (
-    FORMAT,
-    CheckpointError,
     CheckpointManager,
     atomic_save,
     capture_rng_state,
     latest_checkpoint,
-    load_checkpoint,
     resolve_resume,
     restore_rng_state,
 )
@@ -45,7 +43,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> No
     path = atomic_save(_payload(1), tmp_path / "step-00000001.pt")
 
     class Unpicklable:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):

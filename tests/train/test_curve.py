@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from refsam.config import RefSAMConfig
-from refsam.train.checkpoint import load_checkpoint
+from refsam.modeling.checkpoint import load_checkpoint
 from refsam.train.curve import measure_curve
 from refsam.train.runner import train
 from refsam.train.state import build_model

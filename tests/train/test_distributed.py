@@ -34,7 +34,7 @@ def _worker(rank: int, world: int, port: int, cfg_json: dict, out: str) -> None:
          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     )  # fmt: skip
     torch.set_num_threads(1)
-    from refsam.train.logging import MemoryRunLogger
+    from refsam.runlog import MemoryRunLogger
     from refsam.train.runner import train
 
     logger = MemoryRunLogger(run_id=f"run-{rank}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from refsam.cli import main
-from refsam.train.checkpoint import load_checkpoint
+from refsam.modeling.checkpoint import load_checkpoint
 
 from .conftest import CONFIGS
 

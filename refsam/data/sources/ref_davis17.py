@@ -10,12 +10,8 @@ import numpy as np
 
 from refsam.data.rle import encode_label
 from refsam.data.sources import register
-from refsam.data.sources.base import (
-    LoadResult,
-    Source,
-    natural_key,
-    require_dir,
-)
+from refsam.data.sources.base import LoadResult, Source
+from refsam.data.sources.raw_files import natural_key, require_dir
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem
 from refsam.errors import DataError
 
