@@ -28,6 +28,10 @@ RANKS = {
     "cli": 8,
 }
 OURS = ("refsam", "flows")
+# The one import that points up, by design: a config names datasets, and validating a name
+# asks the reader registry (refsam.data.sources), which is the only list of datasets. The
+# import is function-local (refsam.data imports refsam.config at load).
+ALLOWED = {("refsam.config", "refsam.data.sources")}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -79,6 +83,8 @@ def violations(root: Path) -> list[str]:
     for path in files:
         source = layer(module_name(path, root))
         for target, line in imports(path, root):
+            if (module_name(path, root), target) in ALLOWED:
+                continue
             if RANKS[layer(target)] > RANKS[source]:
                 where = f"{path.relative_to(root)}:{line}"
                 problems.append(f"{where}: {source} imports {target} ({layer(target)})")
