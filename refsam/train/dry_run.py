@@ -5,7 +5,9 @@ exit 2), checkpoints to start from (``--resume``, ``train.init_from``) included.
 PyTorch's ``meta`` device (shapes, no memory, seconds instead of minutes for ViT-H) and
 the SAM checkpoint is checked key by key and shape by shape against it, read with
 ``mmap`` so even a 2.5 GB file costs no RAM. Each stage's loader is built and yields
-one batch.
+one batch. The peak accelerator memory of each stage's step is estimated per GPU
+(:mod:`refsam.train.memory`, computed on the meta device), with a WARNING line above
+``train.device_memory_gb``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from refsam.modeling.checkpoint import SAM_PREFIXES, SamCheckpointError
 from refsam.modeling.text_encoder import DEFAULT_TEXT_ENCODER
 from refsam.paths import describe_run_dirs, has_manifest, run_dir
 from refsam.train.checkpoint import CheckpointError, check_resumable, list_step_checkpoints
+from refsam.train.memory import memory_report, text_encoder_size
 from refsam.train.results import TrainResult, trainable_counts
 from refsam.train.schedule import build_optimizer, group_lr
 from refsam.train.state import build_model, shard_dir
@@ -46,6 +49,13 @@ def check_paths(cfg: RefSAMConfig) -> list[str]:
         problems.append(
             f"model.text_encoder: {encoder} is not a local model directory with config.json"
         )
+    elif model.text_width is not None:
+        width = text_encoder_size(encoder)[1]  # from its config.json, nothing loaded
+        if width != model.text_width:
+            problems.append(
+                f"model.text_width: the config says {model.text_width}, the text encoder "
+                f"{encoder or DEFAULT_TEXT_ENCODER} has width {width}"
+            )
     if cfg.train.init_from is not None:
         problems += _checkpoint_problems("train.init_from", Path(cfg.train.init_from))
     for index, stage in enumerate(cfg.train.stages):
@@ -184,6 +194,7 @@ def dry_run(cfg: RefSAMConfig, resume: Path | str | None = None) -> TrainResult:
             f"from {', '.join(d.tag for d in stage.datasets)}; first batch frames {tuple(batch.frames.shape)}; "
             f"AdamW over {n_opt:,} params ({lrs})"
         )
+    lines += memory_report(cfg)
     lines.append(format_counts(counts))
     lines.append(f"run dir: {describe_run_dirs(cfg)}; nothing written (dry run)")
     return TrainResult(

@@ -43,7 +43,7 @@ class MemoryEstimate:
 
 def estimate_training_memory(cfg: RefSAMConfig) -> list[MemoryEstimate]:
     """One estimate per stage of ``cfg.train.stages`` (ConfigError for a bad text encoder)."""
-    text_params, text_width = _text_encoder_size(cfg.model.text_encoder)
+    text_params, text_width = text_encoder_size(cfg.model.text_encoder)
     model = meta_refsam(
         cfg.model.variant,
         text_width=cfg.model.text_width or text_width,
@@ -113,7 +113,7 @@ def saved_activation_bytes(
     return float(sum(storages.values()))
 
 
-def _text_encoder_size(name: str | None) -> tuple[int, int]:
+def text_encoder_size(name: str | None) -> tuple[int, int]:
     """(parameters, width) of a text encoder from its folder's config.json, built on meta."""
     from transformers import AutoConfig, AutoModel, T5EncoderModel
 
@@ -123,6 +123,33 @@ def _text_encoder_size(name: str | None) -> tuple[int, int]:
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     model_class = T5EncoderModel if config.model_type in T5_TYPES else AutoModel
     with torch.device("meta"):
-        encoder = model_class(config)
+        encoder = (
+            T5EncoderModel(config)
+            if model_class is T5EncoderModel
+            else AutoModel.from_config(config)
+        )
     width = int(getattr(config, "d_model", None) or config.hidden_size)
     return sum(p.numel() for p in encoder.parameters()), width
+
+
+def memory_report(cfg: RefSAMConfig) -> list[str]:
+    """The dry run's lines: each stage's estimate, and a WARNING line for each stage over
+    ``train.device_memory_gb``."""
+    checkpointing = "on" if cfg.train.activation_checkpointing else "off"
+    lines = []
+    for estimate in estimate_training_memory(cfg):
+        lines.append(
+            f"stage {estimate.stage}: estimated peak memory {estimate.peak_gb:.1f} GB per GPU "
+            f"(weights {estimate.weights_gb:.1f} + gradients and AdamW "
+            f"{estimate.training_state_gb:.2f} + activations {estimate.activations_gb:.1f} for "
+            f"{estimate.frames} frames, activation checkpointing {checkpointing}; "
+            f"{estimate.method})"
+        )
+        limit = cfg.train.device_memory_gb
+        if limit is not None and estimate.peak_gb > limit:
+            lines.append(
+                f"WARNING: stage {estimate.stage} needs about {estimate.peak_gb:.1f} GB per GPU, "
+                f"more than train.device_memory_gb={limit:g}: turn on "
+                "train.activation_checkpointing or lower the stage's batch_size / frames_per_clip"
+            )
+    return lines

@@ -22,7 +22,8 @@ from PIL import Image
 
 from refsam.data.rle import encode_label
 from refsam.data.sources import register, unregister
-from refsam.data.sources.base import LoadResult, Source, load_json, require_dir
+from refsam.data.sources.base import LoadResult, Source
+from refsam.data.sources.raw_files import load_json, require_dir
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem
 from refsam.eval import protocols
 from refsam.eval.families import (

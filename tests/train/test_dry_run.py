@@ -60,10 +60,16 @@ def test_dry_run_real_recipes_with_stand_ins(
     sam = fake_sam_checkpoint(recipe.model.variant, tmp_path / "fake_sam.pth")
     assert sam.stat().st_size < 5_000_000
     cfg = make_config(
-        f"model.sam_checkpoint={sam}", "model.text_encoder=null", "train.init_from=null", name=name
+        f"model.sam_checkpoint={sam}",
+        "model.text_encoder=null",
+        "model.text_width=null",
+        "train.init_from=null",
+        name=name,
     )
     result = train(cfg, dry_run=True)
     assert "keys and shapes match" in result.report and "meta device" in result.report
+    assert result.report.count("estimated peak memory") == len(recipe.train.stages)
+    assert "WARNING" not in result.report  # every recipe fits train.device_memory_gb
     trainable = sum(result.trainable_params.values())
     total = sum(total for total, _ in result.parameter_counts.values())
     assert 0 < trainable < total / 5  # parameter-efficient: SAM frozen
@@ -88,7 +94,8 @@ def test_wrong_sam_checkpoint_is_named(
     make_config: Callable[..., RefSAMConfig], tmp_path: Path
 ) -> None:
     wrong = fake_sam_checkpoint("vit_b", tmp_path / "vit_b.pth")
-    cfg = make_config(f"model.sam_checkpoint={wrong}", "model.text_encoder=null", "train.init_from=null",
+    cfg = make_config(f"model.sam_checkpoint={wrong}", "model.text_encoder=null", "model.text_width=null",
+                      "train.init_from=null",
                       name="refsam-vitl-pretrain-refcoco.yaml")  # fmt: skip
     with pytest.raises(SamCheckpointError, match="vit_b.pth: does not match"):
         train(cfg, dry_run=True)
@@ -142,14 +149,38 @@ def test_dry_run_checks_resume_and_init_from_like_every_path(
     assert main([*args, "--set", f"train.init_from={good}"]) == 0
 
 
-def test_dry_run_prints_where_train_and_pipeline_write(
-    make_config: Callable[..., RefSAMConfig], capsys: pytest.CaptureFixture[str]
+def test_dry_run_says_where_train_and_pipeline_write(
+    make_config: Callable[..., RefSAMConfig],
 ) -> None:
     cfg = make_config()
-    train(cfg, dry_run=True)
-    out = capsys.readouterr().out
+    out = train(cfg, dry_run=True).report
     base = Path(cfg.train.output_dir) / "smoke"
     assert (
         f"run dir: {base} (refsam train; refsam pipeline / make demo: "
         f"{base}-<YYYYmmdd-HHMMSS UTC>); {base}-latest -> the newest completed run" in out
     )
+
+
+def test_dry_run_warns_when_a_stage_does_not_fit_the_gpu(
+    make_config: Callable[..., RefSAMConfig], tmp_path: Path
+) -> None:
+    """12 vit_h frames per GPU without activation checkpointing: ~100 GB > 80 GB."""
+    sam = fake_sam_checkpoint("vit_h", tmp_path / "fake_sam.pth")
+    overrides = [f"model.sam_checkpoint={sam}", "model.text_encoder=null", "model.text_width=null"]
+    name = "refsam-vith-pretrain-refcoco.yaml"
+    fits = train(make_config(*overrides, name=name), dry_run=True).report
+    assert "activation checkpointing on" in fits and "WARNING" not in fits
+    report = train(
+        make_config(*overrides, "train.activation_checkpointing=false", name=name), dry_run=True
+    ).report
+    warning = next(line for line in report.splitlines() if line.startswith("WARNING"))
+    assert "stage pretrain-refcoco needs about" in warning
+    assert "more than train.device_memory_gb=80" in warning
+
+
+def test_dry_run_checks_the_text_width_from_the_encoder_config(
+    make_config: Callable[..., RefSAMConfig],
+) -> None:
+    cfg = make_config("model.text_width=1024", name="smoke.yaml")  # MiniLM is 384 wide
+    with pytest.raises(ConfigError, match=r"model.text_width: the config says 1024.*width 384"):
+        train(cfg, dry_run=True)

@@ -24,12 +24,12 @@ from refsam.data.decode import check_jpeg
 from refsam.data.sources.raw_files import (
     read_label_map,
     require_dir,
-    sha256_file,
     tree_fingerprint,
     unsafe_name,
 )
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem, VideoRecord
 from refsam.errors import DataError
+from refsam.fsio import file_sha256
 
 
 @dataclass
@@ -102,7 +102,7 @@ class Source(ABC):
 
     # ----- helpers shared by readers -----------------------------------------------------
     def note_metadata(self, path: Path) -> None:
-        self.metadata_files[str(path.relative_to(self.root))] = sha256_file(path)
+        self.metadata_files[str(path.relative_to(self.root))] = file_sha256(path)
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the raw root (as given when it is outside it)."""
@@ -268,7 +268,7 @@ class Source(ABC):
             self.rel(p): hashlib.sha256(b).hexdigest() for p, b in zip(paths, frames, strict=True)
         }
         for path in mask_paths or []:
-            sources[self.rel(path)] = sha256_file(path)
+            sources[self.rel(path)] = file_sha256(path)
         sources.update(self.metadata_files)
         record = VideoRecord(
             dataset=self.name,

@@ -97,14 +97,6 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def tree_fingerprint(paths: list[Path], root: Path) -> str:
     """sha256 over (relative path, size, mtime_ns) of every file under ``paths`` (sorted)."""
     prefix = len(str(root)) + 1
