@@ -37,6 +37,7 @@ from refsam.data.transforms import (
     resize_and_pad,
     sample_params,
 )  # noqa: E402
+from refsam.paths import split_dir  # noqa: E402
 
 IMG_SIZE, FRAMES, BATCH, REPEATS = 128, 3, 8, 5
 
@@ -158,7 +159,7 @@ def main() -> None:
     ingest(
         "ref-youtube-vos", "train", root, shards_root, shard_size=16, progress=False
     )  # no-op when done
-    shard_dir = shards_root / "ref-youtube-vos" / "train"
+    shard_dir = split_dir(shards_root, "ref-youtube-vos", "train")
     clips = 800 if args.full else 240
     dataset = RawFolderClips(root, seed=0)
     raw_clips(dataset, 2 * BATCH), shard_clips(shard_dir, 2 * BATCH)  # warm-up

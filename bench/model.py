@@ -37,8 +37,9 @@ from _common import write_result  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from refsam.eval.predictor import OnlinePredictor, resolve_device  # noqa: E402
+from refsam.eval.predictor import OnlinePredictor  # noqa: E402
 from refsam.modeling import TextEncoder, build_refsam, count_parameters, get_variant  # noqa: E402
+from refsam.modeling.device import resolve_device  # noqa: E402
 from refsam.modeling.preprocess import normalize_and_pad  # noqa: E402
 from refsam.modeling.sam import build_sam  # noqa: E402
 

@@ -3,7 +3,9 @@
 (a) Training clips/s at T = 1, 3, 5 frames per clip (batch 4, Ref-YouTube-VOS demo clips,
     the whole step: loader, frame-by-frame forward with the track state, focal + dice,
     backward, AdamW), and at T = 2 with up to 8 expressions sharing each clip (the demo
-    recipe's `expressions_per_clip`: expressions/s is the figure that grows).
+    recipe's `expressions_per_clip`: expressions/s is the figure that grows); stage 1's
+    RefCOCO pseudo-clips (one image as T = 3 frames) with the image encoded once per clip vs
+    once per frame (`RefSAM.share_repeated_frames`).
 (b) Online evaluation frames/s with 1 and 8 expressions per video (the encoder runs once
     per frame for all expressions). On a CPU the rates come from
     process CPU time with one torch thread (this machine is shared: wall time measures the
@@ -45,10 +47,45 @@ TEXTS = [
 ]  # fmt: skip
 
 
-def _timed(fn) -> tuple[float, float]:  # noqa: ANN001
+def _timed(fn) -> tuple[float, float]:
     cpu, wall = time.process_time(), time.perf_counter()
     fn()
     return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _pseudo_clip_rates(model, shard_dir, cfg, steps, repeats, device, precision):  # noqa: ANN001, ANN202
+    """Stage 1's RefCOCO pseudo-clips (T = 3 copies of one image, flip-only augmentation):
+    training clips per CPU second with the image encoded once per clip vs once per frame."""
+    optimizer = build_optimizer(model.param_groups(), cfg.train)
+    schedule = WarmupCosine(optimizer, warmup=0, total=10_000)
+    stream = BatchStream([shard_dir], img_size=model.img_size, frames_per_clip=3, batch_size=4,
+                         seed=0, expressions_per_clip=1)  # fmt: skip
+    rates: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    clips = 0
+
+    def run(share: bool) -> None:
+        nonlocal clips
+        model.share_repeated_frames = share
+
+        def next_batch():  # noqa: ANN202
+            nonlocal clips
+            batch = stream.next()
+            clips += batch.frames.shape[0]
+            return batch
+
+        for _ in range(steps):
+            train_step(model, next_batch, optimizer, schedule, None, device=device,
+                       precision=precision, grad_clip=1.0)  # fmt: skip
+
+    for share in rates:
+        run(share)  # warm-up
+    for _ in range(repeats):
+        for share in rates:  # interleaved
+            clips = 0
+            cpu, wall = _timed(lambda share=share: run(share))
+            rates[share].append((clips / cpu, clips / wall))
+    model.share_repeated_frames = True
+    return rates
 
 
 def main() -> None:
@@ -66,7 +103,11 @@ def main() -> None:
         generate_demo(root / "demo", seed=0, scale="tiny")
         ingest("ref-youtube-vos", "train", root / "demo" / "raw" / "ref-youtube-vos", root / "shards",
                shard_size=8, progress=False)  # fmt: skip
+        ingest("refcoco", "train", root / "demo" / "raw" / "coco", root / "shards",
+               shard_size=8, progress=False)  # fmt: skip
         shard_dir = root / "shards" / "ref-youtube-vos" / "train"
+        pseudo = _pseudo_clip_rates(model, root / "shards" / "refcoco" / "train", cfg, steps,
+                                    repeats, device, precision)  # fmt: skip
         variants = [(1, 1), (3, 1), (5, 1), (2, 8)]  # (frames per clip, expressions per clip)
         train_rates: dict[tuple[int, int], list[tuple[float, float, float]]] = {
             v: [] for v in variants
@@ -83,7 +124,7 @@ def main() -> None:
         expressions, clips = dict.fromkeys(variants, 0), dict.fromkeys(variants, 0)
 
         def run(v: tuple[int, int]) -> None:
-            def next_batch():  # noqa: ANN202
+            def next_batch():
                 batch = streams[v].next()
                 expressions[v] += len(batch.texts)
                 clips[v] += batch.frames.shape[0]  # the last batch of an epoch may be short
@@ -128,6 +169,8 @@ def main() -> None:
         figures[f"train_clips_per_cpu_s_{name}"] = med(values, 0)
         figures[f"train_clips_per_s_wall_{name}"] = med(values, 1)
         figures[f"train_expressions_per_cpu_s_{name}"] = med(values, 2)
+    for share, values in pseudo.items():
+        figures[f"stage1_T3_clips_per_cpu_s_{'shared' if share else 'per_frame'}"] = med(values, 0)
     for n, values in eval_rates.items():
         figures[f"eval_frames_per_cpu_s_{n}expr"] = med(values, 0)
         figures[f"eval_frames_per_s_wall_{n}expr"] = med(values, 1)
@@ -138,6 +181,8 @@ def main() -> None:
         / figures["train_clips_per_cpu_s_T3"],
         "train_cost_T5_over_T1": figures["train_clips_per_cpu_s_T1"]
         / figures["train_clips_per_cpu_s_T5"],
+        "stage1_T3_throughput_shared_over_per_frame": figures["stage1_T3_clips_per_cpu_s_shared"]
+        / figures["stage1_T3_clips_per_cpu_s_per_frame"],
     }
     write_result(
         "train",

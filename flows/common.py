@@ -4,7 +4,8 @@ Config loading for flow parameters (a YAML path plus ``--set``-style overrides, 
 deployment's parameters stay plain JSON), the data splits a config needs, the selection
 metric's parts, MLflow UI links, the retry rule "retry on transient I/O only" and the
 task runner of the ingest step (threads here, a Dask cluster when an address is given),
-and :func:`tie_temporary_server_to_process` (Prefect's temporary API server dies with us) and
+and :func:`prepare_prefect`, which entry points call before running a flow in process:
+:func:`tie_temporary_server_to_process` (Prefect's temporary API server dies with us) and
 :func:`allow_slow_server_start` (and gets the time it needs to start).
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from refsam.config import DataSplit, RefSAMConfig, load_config
-from refsam.errors import ConfigError
+from refsam.config import parse_selection as parse_selection  # re-exported for the flows
 
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 2
@@ -73,16 +74,6 @@ def score_split(cfg: RefSAMConfig, split: DataSplit, checkpoint: str | Path, out
     )
 
 
-def parse_selection(selection: str) -> tuple[str, str, str]:
-    """``"ref-davis17/valid/J&F"`` → ``("ref-davis17", "valid", "J&F")``."""
-    parts = selection.split("/", 2)
-    if len(parts) != 3 or not all(parts):
-        raise ConfigError(
-            f"eval.selection {selection!r}: expected <dataset>/<split>/<metric>, e.g. ref-davis17/valid/J&F"
-        )
-    return parts[0], parts[1], parts[2]
-
-
 def mlflow_ui_base(tracking_uri: str) -> str:
     """Where the MLflow UI of ``tracking_uri`` is served: the server itself for an
     ``http(s)://`` store, else ``$REFSAM_MLFLOW_UI`` (default ``http://127.0.0.1:5000``,
@@ -92,12 +83,17 @@ def mlflow_ui_base(tracking_uri: str) -> str:
     return os.environ.get(MLFLOW_UI_ENV, DEFAULT_MLFLOW_UI).rstrip("/")
 
 
+# MLflow 3's UI opens in its GenAI mode unless the page asks for model training
+UI_MODE = "?workflowType=machine_learning"
+
+
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    return f"{mlflow_ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    base = mlflow_ui_base(tracking_uri)
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{UI_MODE}"
 
 
 def mlflow_model_url(tracking_uri: str, name: str, version: str) -> str:
-    return f"{mlflow_ui_base(tracking_uri)}/#/models/{name}/versions/{version}"
+    return f"{mlflow_ui_base(tracking_uri)}/#/models/{name}/versions/{version}{UI_MODE}"
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:
@@ -143,7 +139,7 @@ _TIE_BOOTSTRAP = (
     "try:\n"
     "    import ctypes\n"
     "    ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM\n"
-    "except Exception:  # no prctl: the server runs untied, as before\n"
+    "except Exception:  # no prctl: the server runs untied\n"
     "    pass\n"
     "if os.getppid() != int(sys.argv[1]):\n"
     "    sys.exit(1)\n"
@@ -204,9 +200,9 @@ def tie_temporary_server_to_process() -> bool:
 
     Prefect starts that server as a plain child process and stops it at exit (atexit). A
     process killed by SIGKILL (``kill -9``, the OOM killer, a lost CI runner) runs no
-    atexit handler, so the server lived on as an orphan, one more per killed run
-    (tests/reliability/test_kill_flows.py). On Linux the kernel now sends it SIGTERM when
-    we die. Returns True when the tie is in place, or will be once Prefect imports its
+    atexit handler, so without the tie the server would live on as an orphan, one more per
+    killed run (tests/reliability/test_kill_flows.py); with it, the Linux kernel sends the
+    server SIGTERM when we die. Returns True when the tie is in place, or will be once Prefect imports its
     server module (Linux, no API URL set); idempotent.
     """
     if not sys.platform.startswith("linux"):
@@ -229,8 +225,9 @@ def allow_slow_server_start(seconds: int = SERVER_START_TIMEOUT_S) -> int:
 
     Prefect waits 20 s by default. A server on a new ``PREFECT_HOME`` (a fresh clone's
     ``make demo``, every test with its own home) creates its database first: ~21 s on an
-    idle 2-core machine (~10 s with the database in place), so a busy machine failed with
-    "Timed out while attempting to connect to ephemeral Prefect API server" (CI, stop 16).
+    idle 2-core machine (~10 s with the database in place), so with the default a busy
+    machine fails with "Timed out while attempting to connect to ephemeral Prefect API
+    server".
     """
     from prefect.context import refresh_global_settings_context
     from prefect.settings import get_current_settings
@@ -239,3 +236,12 @@ def allow_slow_server_start(seconds: int = SERVER_START_TIMEOUT_S) -> int:
         os.environ[SERVER_START_ENV] = str(seconds)
         refresh_global_settings_context()  # Prefect read its settings at import
     return get_current_settings().server.ephemeral.startup_timeout_seconds
+
+
+def prepare_prefect() -> None:
+    """Get Prefect ready to run a flow in this process: its temporary API server (used
+    when no ``PREFECT_API_URL`` is set) dies with the process and gets time to start.
+    Call it once at an entry point (``refsam pipeline``, tests) before the first flow
+    runs; importing :mod:`flows` does nothing to Prefect. Idempotent."""
+    allow_slow_server_start()
+    tie_temporary_server_to_process()

@@ -188,8 +188,7 @@ def resolve_checkpoint(checkpoint: str, cfg: RefSAMConfig | None) -> Path:
 
 
 def _checkpoint_config(path: Path) -> RefSAMConfig:
-    from refsam.train.checkpoint import load_checkpoint
-    from refsam.train.state import config_of
+    from refsam.modeling.checkpoint import config_of, load_checkpoint
 
     return config_of(load_checkpoint(path), path)
 

@@ -13,7 +13,8 @@
    strict improvement (a tie keeps it). The decision and both numbers are stored as
    ``decision.*`` version tags and on the training run.
 
-Registry rules live in :mod:`refsam.tracking.registry`; this flow only composes.
+The champion policy lives in :mod:`refsam.tracking.champion` (registry rules in
+:mod:`refsam.tracking.registry`); this flow only composes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -41,26 +42,12 @@ from flows.common import (
     with_run_name,
 )
 from flows.evaluate import EvalOutcome, EvalSetsFailed, evaluate_sets
-from flows.train import TrainOutcome, timestamped_run_name, train_task
+from flows.train import TrainOutcome, train_task
 from refsam.config import DataSplit, RefSAMConfig
+from refsam.paths import timestamped_run_name
 
-
-@dataclass
-class ChampionDecision:
-    """The registry decision of one retrain run (both numbers included)."""
-
-    selection: str
-    promoted: bool
-    reason: str
-    version: str | None = None
-    value: float | None = None
-    champion_version: str | None = None
-    champion_value: float | None = None
-    champion_rescored: bool = False
-    manifest_hash: str | None = None
-    model_url: str | None = None
-    champion_uri: str | None = None
-    champion_checkpoint: str | None = None
+if TYPE_CHECKING:  # mlflow is imported only when the flow reaches the registry
+    from refsam.tracking.champion import ChampionDecision
 
 
 @dataclass
@@ -117,11 +104,12 @@ def register_task(
     checkpoint: Path,
     metrics: dict[str, float],
     manifest_hash: str | None,
+    step: int | None = None,
 ) -> str:
     from refsam.tracking import register_checkpoint
 
     return register_checkpoint(
-        run_id, checkpoint, cfg, metrics, manifest_hash=manifest_hash, device="cpu"
+        run_id, checkpoint, cfg, metrics, manifest_hash=manifest_hash, device="cpu", step=step
     )
 
 
@@ -178,67 +166,33 @@ def promote_task(
 def decide_champion(
     cfg: RefSAMConfig, trained: TrainOutcome, evals: list[EvalOutcome]
 ) -> ChampionDecision:
-    """Register the candidate and move ``champion`` only on a strict improvement."""
-    from refsam.tracking import (
-        Champion,
-        get_champion,
-        manifest_hash,
-        resolve_model_uri,
-        tracking_uri,
-    )
+    """The registry's champion policy (:func:`refsam.tracking.decide_champion`) with its
+    store and scoring steps run as retried tasks."""
+    from refsam.tracking import decide_champion as champion_policy
+    from refsam.tracking import tracking_uri
 
-    logger = get_run_logger()
-    champion_uri = f"models:/{cfg.tracking.registered_model}@{cfg.tracking.champion_alias}"
-    dataset, split_name, metric = parse_selection(cfg.eval.selection)
-    split = DataSplit(dataset=dataset, split=split_name)
-    metrics = {f"{e.tag}/{k}": v for e in evals if e.ok for k, v in e.metrics.items()}
-    shard_dir = Path(cfg.data.shards_root) / dataset / split_name
-    digest = manifest_hash(shard_dir) if (shard_dir / "manifest.json").is_file() else None
-    version = register_task(cfg, trained.mlflow_run_id, Path(trained.checkpoint), metrics, digest)
-    uri = tracking_uri(cfg.tracking)
-    url = mlflow_model_url(uri, cfg.tracking.registered_model, version)
-    value = metrics.get(cfg.eval.selection)
-    if value is None or digest is None:
-        why = (
-            "its eval set failed or is not in eval.sets"
-            if digest is not None
-            else f"no shards at {shard_dir}"
-        )
-        reason = f"v{version} has no {cfg.eval.selection} ({why}): champion unchanged"
-        logger.warning(reason)
-        return ChampionDecision(
-            cfg.eval.selection, False, reason, version, None, model_url=url, manifest_hash=digest
-        )
-    current = get_champion(tracking=cfg.tracking)
-    rescored = False
-    if (
-        current is not None
-        and current.version != version
-        and (current.value is None or current.manifest_hash != digest)
-    ):
-        out = Path(trained.run_dir) / "eval" / f"champion-v{current.version}-{dataset}-{split_name}"
-        current = Champion(
-            current.version,
-            rescore_champion(cfg, current.version, split, metric, digest, out),
-            digest,
-        )
-        rescored = True
-    decision = promote_task(cfg, version, value, digest, current)
-    logger.info("champion decision: %s", decision.reason)
-    return ChampionDecision(
-        champion_uri=champion_uri,
-        champion_checkpoint=str(resolve_model_uri(champion_uri, tracking=cfg.tracking)),
-        selection=cfg.eval.selection,
-        promoted=decision.promoted,
-        reason=decision.reason,
-        version=version,
-        value=decision.value,
-        champion_version=decision.champion_version,
-        champion_value=decision.champion_value,
-        champion_rescored=rescored,
-        manifest_hash=digest,
-        model_url=url,
+    def rescore(version: str, split: DataSplit, metric: str, digest: str) -> float:
+        out = Path(trained.run_dir) / "eval" / f"champion-v{version}-{split.dataset}-{split.split}"
+        return rescore_champion(cfg, version, split, metric, digest, out)
+
+    decision = champion_policy(
+        cfg,
+        trained.mlflow_run_id,
+        Path(trained.checkpoint),
+        {f"{e.tag}/{k}": v for e in evals if e.ok for k, v in e.metrics.items()},
+        rescore=rescore,
+        step=trained.steps,
+        register=register_task,
+        promote=promote_task,
     )
+    if decision.version is not None:
+        uri = tracking_uri(cfg.tracking)
+        decision.model_url = mlflow_model_url(uri, cfg.tracking.registered_model, decision.version)
+    log = get_run_logger()
+    (log.info if decision.value is not None else log.warning)(
+        "champion decision: %s", decision.reason
+    )
+    return decision
 
 
 def _record_decision(cfg: RefSAMConfig, run_id: str, decision: ChampionDecision) -> None:
@@ -320,7 +274,10 @@ def retrain_flow(
     decision = None
     uri = ui = None
     if cfg.tracking.enabled and trained.mlflow_run_id:
-        from refsam.tracking import tracking_uri
+        from refsam.tracking import MlflowRunLogger, log_jf_plot, tracking_uri
+
+        # the curve and the evaluations just copied into the training run
+        log_jf_plot(MlflowRunLogger(trained.mlflow_run_id, tracking_uri=tracking_uri(cfg.tracking)))
 
         mark = time.perf_counter()
         decision = decide_champion(cfg, trained, evals)

@@ -23,7 +23,6 @@ import sys
 import tempfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +59,6 @@ class TrainOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def timestamped_run_name(base: str) -> str:
-    """``<base>-YYYYmmdd-HHMMSS`` (UTC): every pipeline run gets its own run directory."""
-    return f"{base}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
 def result_record(result: Any) -> dict[str, Any]:
@@ -116,7 +110,7 @@ def torchrun_command(
 
 
 def _train_torchrun(
-    cfg: RefSAMConfig, run_id: str | None, tracking_uri: str | None
+    cfg: RefSAMConfig, run_id: str | None, tracking_uri: str | None, final_eval: bool = True
 ) -> dict[str, Any]:
     logger = get_run_logger()
     with tempfile.TemporaryDirectory(prefix="refsam-torchrun-") as tmp:
@@ -125,6 +119,8 @@ def _train_torchrun(
         command = torchrun_command(
             config_yaml, result_json, cfg.train.devices, run_id, tracking_uri
         )
+        if not final_eval:
+            command.append("--no-final-eval")
         logger.info("launching %s", shlex.join(command))
         completed = subprocess.run(command, check=False)
         if completed.returncode != 0:
@@ -154,28 +150,20 @@ def train_task(cfg: RefSAMConfig, final_eval: bool = True) -> TrainOutcome:
     the library's end-of-training evaluation; the caller evaluates separately)."""
     from refsam.train.runner import train
 
-    train_cfg = (
-        cfg
-        if final_eval
-        else cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"sets": []})})
-    )
     tracker = _start_tracking(cfg)
     run_id = tracker.run_id if tracker is not None else None
     uri = tracker.tracking_uri if tracker is not None else None
     with tracker if tracker is not None else nullcontext():
+        # the config is passed as it is: the checkpoint's config hash is the run's
         if cfg.train.devices > 1:
-            record = _train_torchrun(train_cfg, run_id, uri)
+            record = _train_torchrun(cfg, run_id, uri, final_eval)
         else:
-            record = result_record(train(train_cfg, logger=tracker))
-        if tracker is not None:
-            counts = record["trainable_params"]
-            tracker.log_params(
-                {
-                    "trainable_params": sum(counts.values()),
-                    **{f"trainable_params.{k}": v for k, v in counts.items()},
-                }
-            )
+            record = result_record(train(cfg, logger=tracker, final_eval=final_eval))
+        if tracker is not None:  # the trainer logged trainable/<group>, trainable_params
+            from refsam.tracking import log_jf_plot
+
             tracker.log_metrics({"time/train_s": record["wall_s"]}, record["steps"])
+            log_jf_plot(tracker)
     outcome = TrainOutcome(
         run_name=cfg.train.run_name, devices=cfg.train.devices, mlflow_run_id=run_id, **record
     )
@@ -216,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--run-id", help="MLflow run to log to (rank 0)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI of --run-id")
+    parser.add_argument(
+        "--no-final-eval", action="store_true", help="skip the end-of-training evaluation"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from refsam.train.runner import train
@@ -226,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         from refsam.tracking import MlflowRunLogger
 
         logger = MlflowRunLogger(args.run_id, tracking_uri=args.tracking_uri)
-    result = train(cfg, logger=logger)
+    result = train(cfg, logger=logger, final_eval=not args.no_final_eval)
     if int(os.environ.get("RANK", "0")) == 0:
         args.result.write_text(json.dumps(result_record(result)), encoding="utf-8")
     return 0

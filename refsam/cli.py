@@ -13,9 +13,10 @@ import importlib
 import logging
 import sys
 import traceback
+from typing import Any
 
 from refsam import __version__
-from refsam.errors import UserError
+from refsam.errors import UserError, did_you_mean
 
 COMMANDS = [
     "demo_data",
@@ -36,6 +37,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{self.prog}: {message} (see --help)")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """argparse's check, plus a did-you-mean for a mistyped subcommand or choice."""
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as exc:
+            hint = did_you_mean(str(value), action.choices or ()) if action.choices else ""
+            raise argparse.ArgumentError(action, f"{exc.message}{hint}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

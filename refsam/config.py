@@ -18,9 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from refsam.errors import ConfigError
-
-DATASET_NAMES = ("ref-youtube-vos", "ref-davis17", "mevis", "refcoco", "refcoco+", "refcocog")
+from refsam.errors import ConfigError, did_you_mean
 
 
 class _Strict(BaseModel):
@@ -38,10 +36,13 @@ class DataSplit(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        if value not in DATASET_NAMES:
-            raise ValueError(
-                f"unknown dataset {value!r}; expected one of {', '.join(DATASET_NAMES)}"
-            )
+        # The reader registry sits above this module (refsam.data imports refsam.config),
+        # so it is looked up when a config names a dataset, not at import.
+        from refsam.data.sources import dataset_names
+
+        known = dataset_names()
+        if value not in known:
+            raise ValueError(f"unknown dataset {value!r}; expected one of {', '.join(known)}")
         return value
 
     @property
@@ -81,6 +82,9 @@ class ModelConfig(_Strict):
     variant: Literal["tiny", "vit_b", "vit_l", "vit_h"] = "tiny"
     sam_checkpoint: Path | None = None
     text_encoder: str | None = Field(default=None, description="HF path; None = packaged MiniLM")
+    text_width: int | None = Field(
+        default=None, gt=0, description="the text encoder's hidden size, checked when it loads"
+    )
     dense_path: Literal["none", "sentence", "dense_attention", "hierarchical"] = "hierarchical"
     tracking: bool = True
     adapters: bool = True
@@ -126,6 +130,12 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(default=0, ge=0)
     grad_clip: float = Field(default=1.0, ge=0)
     grad_accum: int = Field(default=1, gt=0)
+    activation_checkpointing: bool = Field(
+        default=False, description="recompute the image encoder's blocks in the backward pass"
+    )
+    device_memory_gb: float | None = Field(
+        default=None, gt=0, description="memory per accelerator; the dry run warns above it"
+    )
     min_lr_ratio: float = Field(default=0.01, ge=0, le=1, description="cosine floor / peak lr")
     focal_weight: float = Field(default=1.0, ge=0)
     dice_weight: float = Field(default=1.0, ge=0)
@@ -151,6 +161,12 @@ class EvalConfig(_Strict):
     )
     mask_threshold: float = Field(default=0.5, gt=0, lt=1)
     overlays: int = Field(default=3, ge=0, description="worst sequences rendered as overlays")
+    curve_every: int = Field(
+        default=0, ge=0, description="steps between validation-curve points (0: no curve)"
+    )
+    curve_videos: int = Field(
+        default=4, gt=0, description="videos of each eval set scored for a curve point"
+    )
 
 
 class TrackingConfig(_Strict):
@@ -181,6 +197,16 @@ class RefSAMConfig(_Strict):
         """A stable 16-hex-digit hash of the resolved values (independent of key order)."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parse_selection(selection: str) -> tuple[str, str, str]:
+    """``eval.selection`` ``"ref-davis17/valid/J&F"`` → ``("ref-davis17", "valid", "J&F")``."""
+    parts = selection.split("/", 2)
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(
+            f"eval.selection {selection!r}: expected <dataset>/<split>/<metric>, e.g. ref-davis17/valid/J&F"
+        )
+    return parts[0], parts[1], parts[2]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -229,7 +255,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
                 fields = model.model_fields if model is not None else {}
                 if model is not None and part not in fields:
                     raise ConfigError(
-                        f"{source}: override {text!r}: unknown key {'.'.join(parts[: depth + 1])!r}"
+                        f"{source}: override {text!r}: unknown key "
+                        f"{'.'.join(parts[: depth + 1])!r}"
+                        f"{did_you_mean(part, fields, '.'.join([*parts[:depth], '']))}"
                     )
                 model = _element_model(fields[part].annotation) if model is not None else None
                 node = node.setdefault(part, {})
@@ -242,12 +270,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
     return data
 
 
+def _sibling_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the config section at ``loc[:-1]`` accepts (for a did-you-mean)."""
+    model: type[BaseModel] | None = RefSAMConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _element_model(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     problems = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
-            problems.append(f"unknown key {key!r}")
+            prefix = "".join(f"{p}." for p in err["loc"][:-1])
+            hint = did_you_mean(str(err["loc"][-1]), _sibling_keys(err["loc"]), prefix)
+            problems.append(f"unknown key {key!r}{hint}")
         elif err["type"] == "missing":
             problems.append(f"missing key {key!r}")
         else:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,63 @@ def test_bad_input_no_traceback_without_debug() -> None:
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [
+        (["evaluat"], "'evaluate'"),
+        (["model", "inof", "tiny"], "'info'"),
+        (["shards", "verfy", "x"], "'verify'"),
+        (["train", "--config", "c.yaml", "--device", "cdua"], "'cuda'"),
+    ],
+)
+def test_mistyped_subcommands_and_choices_get_a_did_you_mean(
+    argv: list[str], suggestion: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"(did you mean {suggestion}?)" in err and "\n" not in err
+
+
+def test_a_far_off_subcommand_gets_no_guess(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["xyzzy"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_evaluate_lists_the_known_splits(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["evaluate", "--checkpoint", "missing.pt", "--dataset", "ref-davis17", "--out", "o"]
+    assert main([*args, "--split", "validation"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--split 'validation': ref-davis17 has the splits train, valid" in err
+    assert "(did you mean 'valid'?)" in err
+    assert main([*args[:4], "mevis", "--out", "o", "--split", "val"]) == 2
+    assert "mevis has the splits train, valid_u, valid" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", "m.pt", "--dataset", "ref-davis", "--split", "valid",
+                 "--out", "o"]) == 2  # fmt: skip
+    assert "(did you mean 'ref-davis17'?)" in capsys.readouterr().err
+
+
+def test_evaluate_takes_a_checkpoint_or_a_registered_model(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    base = ["evaluate", "--dataset", "ref-davis17", "--split", "valid", "--out", str(tmp_path)]
+    assert main(base) == 2
+    assert "one of the arguments --checkpoint --model is required" in capsys.readouterr().err
+    assert main([*base, "--checkpoint", "a.pt", "--model", "models:/refsam@champion"]) == 2
+    assert "not allowed with" in capsys.readouterr().err
+    real = tmp_path / "outputs" / "demo-20261205-080000" / "checkpoints" / "best.pt"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"")
+    missing = tmp_path / "outputs" / "demo" / "checkpoints" / "best.pt"
+    assert main([*base, "--checkpoint", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{missing}: checkpoint not found; nearest existing: " in err and err.endswith(str(real))
+
+
+def test_ingest_lists_the_known_splits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    args = ["ingest", "--dataset", "ref-davis17", "--split", "validation", "--raw", str(tmp_path),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 2
+    assert "unknown split 'validation'; expected one of train, valid" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -51,6 +51,24 @@ def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
     assert "unknown key" in str(info.value)
 
 
+def test_unknown_keys_get_a_did_you_mean(tmp_path: Path) -> None:
+    path = write(tmp_path, {"train": {"lrr": 0.1}, "nmae": "x"})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "unknown key 'train.lrr' (did you mean 'train.lr'?)" in str(info.value)
+    assert "unknown key 'nmae' (did you mean 'name'?)" in str(info.value)
+    listed = write(tmp_path, {"train": {"stages": [{"name": "a", "datasets": [], "stepz": 3}]}})
+    with pytest.raises(ConfigError, match=r"did you mean 'train\.stages\.0\.steps'\?"):
+        load_config(listed)
+    with pytest.raises(ConfigError, match=r"'trian' \(did you mean 'train'\?\)"):
+        load_config(write(tmp_path, {}), ["trian.lr=1"])
+    with pytest.raises(ConfigError, match=r"'train\.stges' \(did you mean 'train\.stages'\?\)"):
+        load_config(write(tmp_path, {}), ["train.stges.0.steps=1"])
+    with pytest.raises(ConfigError) as far:
+        load_config(write(tmp_path, {"train": {"zzzzzz": 1}}))
+    assert "did you mean" not in str(far.value)  # nothing close: no guess
+
+
 def test_unknown_override_section(tmp_path: Path) -> None:
     path = write(tmp_path, {})
     with pytest.raises(ConfigError, match="unknown key 'trian'"):

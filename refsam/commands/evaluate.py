@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from refsam.commands._types import positive_int, probability
-from refsam.errors import UserError
+from refsam.errors import UserError, did_you_mean
+from refsam.paths import not_found_message
 
 
 def register(subparsers: Any) -> None:
@@ -16,14 +17,21 @@ def register(subparsers: Any) -> None:
         "evaluate",
         help="online inference + metrics on a dataset split (PNGs, metrics, submission zip)",
         description=(
-            "Run CHECKPOINT over DATASET/SPLIT frame by frame and write to OUT: predictions/ "
+            "Run a checkpoint (--checkpoint FILE, or --model models:/refsam@champion) over "
+            "DATASET/SPLIT frame by frame and write to OUT: predictions/ "
             "(PNGs in the protocol's layout), metrics.json, per_sequence.csv, overlays/ of the "
             "worst sequences and submission.zip for server-scored splits."
         ),
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (.pt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="training checkpoint (.pt)")
+    source.add_argument(
+        "--model",
+        help="registered model, e.g. models:/refsam@champion or models:/refsam/3 (MLflow store "
+        "from MLFLOW_TRACKING_URI or the project's mlruns/)",
+    )
     parser.add_argument("--dataset", required=True, help="e.g. ref-davis17, ref-youtube-vos, mevis")
-    parser.add_argument("--split", required=True, help="e.g. valid")
+    parser.add_argument("--split", required=True, help="e.g. valid (the dataset's splits)")
     parser.add_argument(
         "--shards", type=Path, help="shards root (default: the checkpoint config's)"
     )
@@ -43,14 +51,45 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def check_split(dataset: str, split: str) -> None:
+    """UserError naming the dataset's splits unless ``split`` is one of them."""
+    from refsam.data.sources import source_class
+
+    splits = source_class(dataset).splits
+    if split not in splits:
+        raise UserError(
+            f"--split {split!r}: {dataset} has the splits {', '.join(splits)}"
+            f"{did_you_mean(split, splits)}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    from refsam.config import DATASET_NAMES
+    from refsam.eval.families import evaluated_datasets
+
+    known = evaluated_datasets()
+    if args.dataset not in known:
+        raise UserError(
+            f"--dataset {args.dataset!r}: expected one of {', '.join(known)}"
+            f"{did_you_mean(args.dataset, known)}"
+        )
+    check_split(args.dataset, args.split)
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise UserError("--checkpoint " + not_found_message(args.checkpoint))
+    if args.shards is not None and not args.shards.is_dir():
+        raise UserError(f"--shards {args.shards}: no such directory")
+    # the cheap checks passed: now torch (the device), then the model
+    from refsam.modeling.device import resolve_device
+
+    resolve_device(args.device)
+    checkpoint = args.checkpoint
+    if args.model is not None:
+        from refsam.tracking import resolve_model_uri
+
+        checkpoint = resolve_model_uri(args.model)
     from refsam.eval.evaluator import evaluate
 
-    if args.dataset not in DATASET_NAMES:
-        raise UserError(f"--dataset {args.dataset!r}: expected one of {', '.join(DATASET_NAMES)}")
     result = evaluate(
-        args.checkpoint, args.dataset, args.split, shards=args.shards, out=args.out,
+        checkpoint, args.dataset, args.split, shards=args.shards, out=args.out,
         heldout=args.heldout, device=args.device, max_videos=args.max_videos,
         threshold=args.threshold,
     )  # fmt: skip

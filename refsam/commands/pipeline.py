@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from refsam.config import RefSAMConfig, load_config
+from refsam.paths import has_manifest, split_dir
 
 
 def register(subparsers: Any) -> None:
@@ -100,8 +101,8 @@ def predict_example(cfg: RefSAMConfig) -> tuple[str, str] | None:
     from refsam.data.sources import raw_dir_name
 
     for split in cfg.eval.sets:
-        shard_dir = Path(cfg.data.shards_root) / split.dataset / split.split
-        if not (shard_dir / "manifest.json").is_file():
+        shard_dir = split_dir(cfg.data.shards_root, split.dataset, split.split)
+        if not has_manifest(shard_dir):
             continue
         video = next(iter(iter_eval_videos(shard_dir)), None)
         if video is None or not video.expressions:
@@ -122,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)  # bad config → exit 2 before Prefect starts
     if not args.debug:  # one line per Prefect API call is noise at INFO
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    from flows.common import prepare_prefect
     from flows.retrain import retrain_flow
+
+    prepare_prefect()  # Prefect's temporary server: dies with us, time to start
 
     # SIGTERM unwinds like Ctrl-C, so the MLflow run is marked KILLED/FAILED and Prefect's
     # temporary server (stopped at exit) does not outlive us.

@@ -1,23 +1,19 @@
 """``refsam predict``: segment one video for one or more expressions.
 
-Writes to ``OUT``: ``masks/exp-<k>/<frame>.png`` (0/255, original size, one folder per
-expression), ``expressions.json`` (k → text), ``overlay.webm`` (VP9, plays in browsers)
-and ``contact_sheet.png`` (evenly spaced frames with every mask overlaid).
+Parses and checks the arguments (before torch or the model load, so a mistake is reported
+at once), then runs :func:`refsam.eval.video_predict.predict_video` and prints where its
+outputs went. See that module for the files written to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from refsam.commands._types import probability
+from refsam.commands._types import positive_float, probability
 from refsam.errors import UserError
-
-SHEET_FRAMES = 8
+from refsam.paths import not_found_message
 
 
 def register(subparsers: Any) -> None:
@@ -27,7 +23,8 @@ def register(subparsers: Any) -> None:
         help="segment a video (frame folder or video file) for text expressions",
         description=(
             "Online inference on VIDEO (a folder of frames or a video file) for each --text; "
-            "writes per-frame PNG masks per expression, an overlay .webm and a contact sheet."
+            "writes per-frame PNG masks per expression, an overlay .webm and a contact sheet "
+            "to OUT (a new or empty folder, or --overwrite)."
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -41,94 +38,52 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--text", action="append", required=True, help="referring expression (repeatable)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the previous prediction in OUT (a folder holding other files is refused)",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    parser.add_argument("--fps", type=float, default=6.0, help="overlay video frame rate")
+    parser.add_argument(
+        "--fps",
+        type=positive_float,
+        help="overlay video frame rate (default: the video file's own; 6 for a frame folder)",
+    )
     parser.add_argument(
         "--threshold", type=probability, help="mask threshold (default: the config's)"
     )
     parser.set_defaults(func=run)
 
 
-def frame_names(video: Path) -> tuple[list[str] | None, int]:
-    """(file stems, count) for a frame folder; (None, approximate count) for a video file."""
-    from refsam.eval.predictor import IMAGE_SUFFIXES
-
-    if video.is_dir():
-        names = sorted(p.stem for p in video.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        return names, len(names)
-    import cv2
-
-    capture = cv2.VideoCapture(str(video))
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    capture.release()
-    return None, count
-
-
 def run(args: argparse.Namespace) -> int:
-    from refsam.eval.evaluator import load_model_from_checkpoint
-    from refsam.eval.io import write_binary_png
-    from refsam.eval.predictor import OnlinePredictor
-    from refsam.eval.visualize import contact_sheet, legend, overlay_masks, write_png, write_webm
+    from refsam.eval.frames import probe_video
+    from refsam.eval.video_predict import check_output_folder, clean_texts, frame_rate
 
-    if not args.video.exists():
-        raise UserError(f"--video {args.video}: no such frame folder or video file")
-    texts = [t.strip() for t in args.text]
-    if any(not t for t in texts):
-        raise UserError("--text: empty expression")
+    texts = clean_texts(args.text)
+    frame_rate(args.fps, probe_video(args.video))
+    check_output_folder(args.out, overwrite=args.overwrite)
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise UserError("--checkpoint " + not_found_message(args.checkpoint))
+    # the cheap checks passed: now torch (the device), MLflow (a registry URI), the model
+    from refsam.eval.video_predict import predict_video
+    from refsam.modeling.device import resolve_device
+
+    device = resolve_device(args.device)
     checkpoint = args.checkpoint
     if args.model is not None:
         from refsam.tracking import resolve_model_uri
 
         checkpoint = resolve_model_uri(args.model)
-    model, cfg = load_model_from_checkpoint(checkpoint, device="cpu")
-    threshold = args.threshold if args.threshold is not None else cfg.eval.mask_threshold
-    predictor = OnlinePredictor(model, device=args.device, threshold=threshold)
-    names, count = frame_names(args.video)
-    keep = set(
-        np.linspace(0, max(count - 1, 0), min(SHEET_FRAMES, max(count, 1)))
-        .round()
-        .astype(int)
-        .tolist()
+    result = predict_video(
+        checkpoint, args.video, texts, args.out, device=device, fps=args.fps,
+        threshold=args.threshold, overwrite=args.overwrite, progress=True,
+    )  # fmt: skip
+    print(
+        f"{result.frames} frames × {len(texts)} expression(s) -> {result.out} "
+        f"({result.device}, mask threshold {result.threshold:g})"
     )
-    sheet_tiles: list[np.ndarray] = []
-    out = Path(args.out)
-    n_frames = 0
-
-    def overlays():  # noqa: ANN202 - generator of overlay frames for the video writer
-        nonlocal n_frames
-        from refsam.eval.predictor import iter_frames
-
-        frames = iter_frames(args.video)
-        for prediction in predictor.track(_tee(frames, buffer), texts):
-            frame = buffer.pop(0)
-            name = names[prediction.index] if names else f"{prediction.index:05d}"
-            for k, mask in enumerate(prediction.masks):
-                write_binary_png(out / "masks" / f"exp-{k:02d}" / f"{name}.png", mask)
-            shown = overlay_masks(frame, list(prediction.masks))
-            if prediction.index in keep:
-                sheet_tiles.append(shown)
-            n_frames += 1
-            yield shown
-
-    buffer: list[np.ndarray] = []
-    video_path = write_webm(out / "overlay.webm", overlays(), fps=args.fps)
-    sheet = contact_sheet(sheet_tiles or [np.zeros((8, 8, 3), np.uint8)])
-    sheet_path = write_png(
-        out / "contact_sheet.png", np.concatenate([sheet, legend(texts, sheet.shape[1])])
-    )
-    (out / "expressions.json").write_text(
-        json.dumps({f"exp-{k:02d}": t for k, t in enumerate(texts)}, indent=2) + "\n"
-    )
-    print(f"{n_frames} frames × {len(texts)} expression(s) -> {out}")
-    print(f"masks: {out / 'masks'}/exp-NN/<frame>.png")
-    print(f"overlay video: {video_path}")
-    print(f"contact sheet: {sheet_path}")
+    print(f"masks: {result.masks}/exp-NN/<frame>.png")
+    print(f"overlay video: {result.overlay} ({result.fps:g} fps)")
+    print(f"contact sheet: {result.contact_sheet}")
     return 0
-
-
-def _tee(frames: Any, buffer: list[np.ndarray]) -> Any:
-    """Yield frames while keeping each in ``buffer`` until its prediction is consumed."""
-    for frame in frames:
-        buffer.append(frame)
-        yield frame

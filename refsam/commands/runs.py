@@ -8,6 +8,7 @@ from typing import Any
 from refsam.commands._types import positive_int
 
 FIELDS = [
+    ("champion", "champion"),
     ("run", "run_name"),
     ("run id", "run_id"),
     ("experiment", "experiment"),
@@ -38,7 +39,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Compare recent training runs of the MLflow store (MLFLOW_TRACKING_URI or "
             "sqlite:///<project>/mlruns/mlflow.db): variant, text encoder, trainable "
-            "params, lr, frames per clip, data versions and J/F/J&F per eval set."
+            "params, lr, frames per clip, data versions and J/F/J&F per eval set; the run "
+            "whose model version holds the champion alias is marked ★."
         ),
     )
     compare.add_argument("--last", type=positive_int, default=5, help="number of runs (default 5)")
@@ -66,6 +68,10 @@ def _cell(value: Any) -> str:
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
+def _champion(version: str | None) -> str:
+    return f"★ v{version}" if version else ""
+
+
 def _metric(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -73,7 +79,8 @@ def _metric(value: float | None) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Rows of :func:`refsam.tracking.compare_runs` as a text table, one column per run."""
     lines: list[tuple[str, list[str]]] = [
-        (label, [_cell(r[key]) for r in rows]) for label, key in FIELDS
+        (label, [_champion(r.get(key)) if key == "champion" else _cell(r[key]) for r in rows])
+        for label, key in FIELDS
     ]
     data_sets = sorted({name for r in rows for name in r["data"]})
     lines += [(f"data {name}", [_cell(r["data"].get(name)) for r in rows]) for name in data_sets]

@@ -9,17 +9,15 @@ as CSV plus ``summary.json``. Layouts are described in :mod:`refsam.eval.layouts
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from refsam.data.index import atomic_write_bytes
 from refsam.errors import UserError
-from refsam.eval.layouts import PROTOCOLS, score_dirs
+from refsam.eval.layouts import protocol_names, score_dirs
 from refsam.eval.protocols import ProtocolResult
+from refsam.fsio import atomic_write_json, write_csv
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +37,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--pred", type=Path, required=True, help="predicted masks folder")
     parser.add_argument("--gt", type=Path, required=True, help="ground-truth folder")
-    parser.add_argument("--protocol", required=True, choices=PROTOCOLS, help="scoring protocol")
+    parser.add_argument(
+        "--protocol", required=True, choices=protocol_names(), help="scoring protocol"
+    )
     parser.add_argument("--out", type=Path, help="write per-item CSV tables and summary.json here")
     parser.add_argument(
         "--meta",
@@ -81,27 +81,18 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    if not rows:
-        return
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
-
-
 def write_tables(out: Path, result: ProtocolResult) -> None:
     """``<out>/<protocol>.csv`` (+ ``<protocol>_<name>.csv`` per extra table), summary.json."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{out}: cannot create the output folder ({exc.strerror})") from None
-    _write_csv(out / f"{result.protocol}.csv", result.table)
-    for name, rows in result.tables.items():
-        _write_csv(out / f"{result.protocol}_{name}.csv", rows)
-    summary = {k: _json_value(v) for k, v in result.summary.items()}
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    tables = {result.protocol: result.table}
+    tables.update({f"{result.protocol}_{name}": rows for name, rows in result.tables.items()})
+    for name, rows in tables.items():
+        if rows:  # an empty table writes no file
+            write_csv(out / f"{name}.csv", rows)
+    atomic_write_json(out / "summary.json", {k: _json_value(v) for k, v in result.summary.items()})
 
 
 def run(args: argparse.Namespace) -> int:

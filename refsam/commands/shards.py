@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from refsam.data.index import MANIFEST, read_manifest, verify
+from refsam.data.index import read_manifest, verify
 from refsam.errors import UserError
+from refsam.paths import MANIFEST
 
 
 def register(subparsers: Any) -> None:

@@ -9,8 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from refsam.config import load_config
-
 log = logging.getLogger(__name__)
 
 
@@ -52,15 +50,21 @@ def _tracker(cfg: Any, resume: str | None, disabled: bool) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refsam.train.rundir_lock import run_dir_lock
-    from refsam.train.runner import train
+    from refsam.config import load_config
 
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"train.device={args.device}")
     cfg = load_config(args.config, overrides)
+    # the config is valid: now torch (the device), then data, model and MLflow
+    from refsam.modeling.device import resolve_device
+    from refsam.train.rundir_lock import run_dir_lock
+    from refsam.train.runner import train
+
+    resolve_device(cfg.train.device)
     if args.dry_run:
-        result = train(cfg, dry_run=True)
+        result = train(cfg, dry_run=True, resume=args.resume)
+        print(result.report)
         total = sum(result.trainable_params.values())
         print(f"dry run ok: {total:,} trainable parameters")
         return 0
@@ -69,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         tracker = _tracker(cfg, args.resume, args.no_tracking)
         with tracker if tracker is not None else contextlib.nullcontext():
             result = train(cfg, resume=args.resume, logger=tracker)
+            if tracker is not None:
+                from refsam.tracking import log_jf_plot
+
+                log_jf_plot(tracker)
     print(f"trained {result.steps} steps in {result.wall_s:.0f} s -> {result.run_dir}")
     print(f"last checkpoint: {result.last_checkpoint}")
     print(f"best checkpoint: {result.best_checkpoint}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,10 +15,9 @@ import pyarrow.parquet as pq
 
 from refsam.data.tario import member_problem
 from refsam.errors import DataError
+from refsam.fsio import atomic_write_bytes, file_sha256
+from refsam.paths import INDEX, MANIFEST, QUARANTINE
 
-INDEX = "index.parquet"
-MANIFEST = "manifest.json"
-QUARANTINE = "quarantine.jsonl"
 FORMAT = "refsam-shards/1"
 
 INDEX_SCHEMA = pa.schema(
@@ -38,55 +36,6 @@ INDEX_SCHEMA = pa.schema(
         ("key", pa.string()),
     ]
 )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_temporary(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary name next to ``path`` and fsync it; on any failure the
-    temporary is removed and the OSError names ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            raise OSError(exc.errno, f"{exc.strerror} (writing)", str(path)) from exc
-        raise
-    return tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, fsync, then rename over ``path``.
-
-    On failure (disk full, no permission, I/O error) ``path`` keeps its previous content and
-    no temporary file is left behind."""
-    atomic_write_many([(path, data)])
-
-
-def atomic_write_many(files: list[tuple[Path, bytes]]) -> None:
-    """Write several files all-or-nothing against write errors: every temporary is written
-    and fsynced first, then they are renamed in the given order (put the file that commits
-    the others, e.g. the manifest, last). If any write fails, none of the targets changes."""
-    temps: list[Path] = []
-    try:
-        for path, data in files:
-            temps.append(_write_temporary(path, data))
-        for tmp, (path, _data) in zip(temps, files, strict=True):
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
-        raise
 
 
 def dumps(obj: Any) -> bytes:
@@ -124,19 +73,39 @@ def write_manifest(manifest: dict[str, Any], path: Path) -> None:
     atomic_write_bytes(path, manifest_bytes(manifest))
 
 
-def read_manifest(shard_dir: Path) -> dict[str, Any]:
-    path = Path(shard_dir) / MANIFEST
-    if not path.is_file():
-        raise DataError(f"{path}: not found; expected a shard directory written by `refsam ingest`")
+def _parse_manifest(path: Path, data: bytes) -> dict[str, Any]:
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(data)
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{path}: expected a manifest with format {FORMAT!r}")
     return manifest
+
+
+def _manifest_data(shard_dir: Path) -> tuple[Path, bytes]:
+    path = Path(shard_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: not found; expected a shard directory written by `refsam ingest`")
+    return path, path.read_bytes()
+
+
+def read_manifest(shard_dir: Path) -> dict[str, Any]:
+    """The manifest of a shard directory; DataError naming it when missing or not one."""
+    return _parse_manifest(*_manifest_data(shard_dir))
+
+
+def manifest_hash(shard_dir: Path) -> str:
+    """sha256 of a shard directory's ``manifest.json``: the data version that checkpoints
+    (``data_manifests``) and the model registry (``eval.manifest_hash``) record. DataError
+    naming the file when it is missing or not a refsam manifest."""
+    path, data = _manifest_data(shard_dir)
+    _parse_manifest(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def quarantine_bytes(items: Iterable[dict[str, Any]]) -> bytes:
@@ -170,7 +139,7 @@ def verify(shard_dir: Path) -> list[str]:
         if not path.is_file():
             problems.append(f"{entry['name']}: missing")
             continue
-        if path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+        if path.stat().st_size != entry["size"] or file_sha256(path) != entry["sha256"]:
             problems.append(f"{entry['name']}: sha256/size differs from the manifest")
             continue
         try:

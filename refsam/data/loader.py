@@ -99,7 +99,7 @@ def _member(sample: dict[str, Any], frame_name: str) -> bytes:
     return sample[f"{frame_name}.jpg".lower()]
 
 
-def _group_expressions(per_clip: int, seed: int, epoch: int):  # noqa: ANN202
+def _group_expressions(per_clip: int, seed: int, epoch: int):
     """One video sample → items of up to ``per_clip`` expressions with ground truth that
     share one clip (frames stay bytes). ``per_clip`` 1: one item per expression, in file
     order; more: the video's expressions in a (seed, epoch, video)-seeded order, chunked."""
@@ -127,7 +127,7 @@ def _group_expressions(per_clip: int, seed: int, epoch: int):  # noqa: ANN202
     return stage
 
 
-def _seeded_shuffle(bufsize: int, seed: int, epoch: int, rank: int):  # noqa: ANN202
+def _seeded_shuffle(bufsize: int, seed: int, epoch: int, rank: int):
     def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         worker, _ = _worker()
         rng = random.Random(f"{seed}/{epoch}/{rank}/{worker}")
@@ -146,7 +146,7 @@ def _seeded_shuffle(bufsize: int, seed: int, epoch: int, rank: int):  # noqa: AN
     return stage if bufsize > 1 else (lambda samples: samples)
 
 
-def _skip_consumed(skip_batches: int, batch_size: int):  # noqa: ANN202
+def _skip_consumed(skip_batches: int, batch_size: int):
     """Skip the samples of the batches a resumed run already consumed (DataLoader hands out
     batches round-robin over workers, so worker w made batches w, w+W, …)."""
 
@@ -162,7 +162,7 @@ def _skip_consumed(skip_batches: int, batch_size: int):  # noqa: ANN202
 
 def _make_clip(
     img_size: int, frames_per_clip: int, seed: int, epoch: int, augment: AugmentConfig | None
-):  # noqa: ANN202
+):
     def make(item: dict[str, Any]) -> dict[str, Any]:
         meta, exps, sample = item["meta"], item["expressions"], item["sample"]
         rng = _rng(seed, epoch, meta["dataset"], meta["split"], meta["video"], exps[0]["exp_id"])

@@ -3,8 +3,8 @@
 ``root/.lock`` holds the owner's pid and host (for the error message). Mutual exclusion is
 a kernel record lock (``fcntl.lockf``) on that file: the kernel releases it when its owner
 dies however it dies (SIGKILL included), so a lock whose owner is dead is simply taken
-over, and two processes racing to take over a stale lock cannot both win (a pid check and
-an unlink, as before, can). A record lock is not inherited by forked children, so orphaned
+over, and two processes racing to take over a stale lock cannot both win (as they could
+with a pid check followed by an unlink). A record lock is not inherited by forked children, so orphaned
 worker processes of a killed run never keep the root locked. The pid in the file is still
 honoured: a file naming another *live* process on this host is refused too.
 A live owner → :class:`~refsam.errors.LockError` naming its pid.

@@ -16,9 +16,11 @@ from pathlib import Path
 from refsam import __version__
 from refsam.data.index import dumps
 from refsam.data.sources import open_source
-from refsam.data.sources.base import Source, unsafe_name
+from refsam.data.sources.base import Source
+from refsam.data.sources.raw_files import unsafe_name
 from refsam.data.types import QuarantineItem, shard_key
 from refsam.errors import DataError
+from refsam.paths import split_dir
 
 DEFAULT_SHARD_SIZE = 64
 
@@ -114,7 +116,7 @@ def plan_ingest(
         dataset,
         split,
         Path(raw),
-        Path(out) / dataset / split,
+        split_dir(out, dataset, split),
         shard_size,
         fingerprint,
         version,

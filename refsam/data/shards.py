@@ -22,7 +22,6 @@ import os
 import signal
 import sys
 import tarfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -32,24 +31,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from refsam.data.index import (
-    FORMAT,
-    INDEX,
-    MANIFEST,
-    QUARANTINE,
-    atomic_write_bytes,
-    atomic_write_many,
-    dumps,
-    index_bytes,
-    manifest_bytes,
-    quarantine_bytes,
-)
+from refsam import fsio
+from refsam.data.index import FORMAT, dumps, index_bytes, manifest_bytes, quarantine_bytes
 from refsam.data.lock import output_lock
 from refsam.data.plan import DEFAULT_SHARD_SIZE, IngestPlan, ShardTask, code_version, plan_ingest
 from refsam.data.sources import catalog_card
-from refsam.data.sources.base import sha256_file
 from refsam.data.types import VideoRecord
 from refsam.errors import DataError
+from refsam.paths import INDEX, MANIFEST, QUARANTINE, SHARD_STATE
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +59,7 @@ __all__ = [
     "write_shard",
 ]
 
-STATE_DIR = ".state"
+STATE_DIR = SHARD_STATE
 MTIME = 0  # fixed member metadata → byte-reproducible tars
 
 
@@ -172,7 +161,7 @@ def completed_shard(plan: IngestPlan, task: ShardTask) -> ShardResult | None:
         return None
     if result.plan_key != task.plan_key or not tar.is_file() or tar.stat().st_size != result.size:
         return None
-    if sha256_file(tar) != result.sha256:
+    if fsio.file_sha256(tar) != result.sha256:
         log.warning("%s: checksum mismatch, rewriting it", tar)
         return None
     result.skipped = True
@@ -185,35 +174,26 @@ def write_shard(plan: IngestPlan, task: ShardTask) -> ShardResult:
     if done is not None:
         return done
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    final = plan.out_dir / task.name
-    tmp = final.with_name(f".{task.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     rows: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
     samples = frames = 0
-    try:
-        with tmp.open("wb") as handle:
-            sink = _HashingWriter(handle)
-            with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
-                for video in task.videos:
-                    result = plan.source.load_video(video)
-                    quarantined.extend(q.to_json() for q in result.quarantined)
-                    record = result.record
-                    if record is None:
-                        continue
-                    for name, data in sample_members(record):
-                        tar.addfile(*_member(name, data))
-                    samples += 1
-                    frames += len(record.frame_names)
-                    rows.extend(_index_row(record, e, task.name) for e in record.expressions)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # atomic: a killed run never leaves a half shard under the final name
-        os.replace(tmp, final)
-    except BaseException as exc:  # disk full, I/O error…: the previous shard stays as it was
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            raise OSError(exc.errno, f"{exc.strerror} (writing shard)", str(final)) from exc
-        raise
+    # atomic: a killed run never leaves a half shard under the final name, a failed write
+    # (disk full, I/O error…) leaves the previous shard as it was
+    final = plan.out_dir / task.name
+    with fsio.atomic_path(final, what="writing shard") as tmp, tmp.open("wb") as handle:
+        sink = _HashingWriter(handle)
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
+            for video in task.videos:
+                result = plan.source.load_video(video)
+                quarantined.extend(q.to_json() for q in result.quarantined)
+                record = result.record
+                if record is None:
+                    continue
+                for name, data in sample_members(record):
+                    tar.addfile(*_member(name, data))
+                samples += 1
+                frames += len(record.frame_names)
+                rows.extend(_index_row(record, e, task.name) for e in record.expressions)
     result = ShardResult(
         task.name,
         sink.digest.hexdigest(),
@@ -227,7 +207,7 @@ def write_shard(plan: IngestPlan, task: ShardTask) -> ShardResult:
     )
     state = _state_path(plan, task)
     state.parent.mkdir(exist_ok=True)
-    atomic_write_bytes(state, dumps(asdict(result)))
+    fsio.atomic_write_bytes(state, dumps(asdict(result)))
     return result
 
 
@@ -282,7 +262,7 @@ def finalize(plan: IngestPlan, results: list[ShardResult]) -> IngestSummary:
         "code_version": plan.code_version,
     }
     # all three or none (a write error leaves the previous ones); the manifest commits last
-    atomic_write_many(
+    fsio.atomic_write_many(
         [
             (plan.out_dir / INDEX, index_bytes([row for r in results for row in r.index_rows])),
             (plan.out_dir / QUARANTINE, quarantine_bytes(quarantined)),
@@ -307,9 +287,8 @@ def finalize(plan: IngestPlan, results: list[ShardResult]) -> IngestSummary:
 
 def remove_temporaries(out_dir: Path) -> None:
     """Delete temporary files a killed run left behind (call while holding the lock)."""
-    for path in [*out_dir.glob(".*.tmp-*"), *(out_dir / STATE_DIR).glob(".*.tmp-*")]:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    fsio.remove_temporaries(out_dir)
+    fsio.remove_temporaries(out_dir / STATE_DIR)
 
 
 _WORKER_PLAN: IngestPlan | None = None

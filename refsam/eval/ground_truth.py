@@ -1,29 +1,34 @@
 """Where an evaluation finds its videos and ground truth: the split's shards (with GT
-where the published split has it) or the held-out demo GT (DATA.md) beside them."""
+where the published split has it) or held-out GT (DATA.md) beside them.
+
+Each evaluation family (:mod:`refsam.eval.families`) names the held-out reader its
+datasets use: :class:`AnnotationsGT` (``Annotations/<vid>/<frame>.png`` label maps) or
+:class:`MaskDictGT` (``mask_dict.json`` RLEs per annotation id)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
-from refsam.data.loader import iter_eval_videos
 from refsam.data.rle import decode_rle
 from refsam.data.types import EvalExpression, EvalVideo
 from refsam.errors import DataError
 from refsam.eval.io import VOID_LABEL, read_png
+from refsam.paths import MANIFEST, has_manifest, split_dir
 
 
 def shard_dir_for(shards: Path, dataset: str, split: str) -> Path:
     """``shards`` may be the shards root (holding ``<dataset>/<split>``) or the split dir."""
     shards = Path(shards)
-    for candidate in (shards / dataset / split, shards):
-        if (candidate / "manifest.json").is_file():
+    expected = split_dir(shards, dataset, split)
+    for candidate in (expected, shards):
+        if has_manifest(candidate):
             return candidate
     raise DataError(
-        f"{shards}: no shards of {dataset}/{split} (expected {shards / dataset / split}/manifest.json; "
+        f"{shards}: no shards of {dataset}/{split} (expected {expected / MANIFEST}; "
         "run `refsam ingest` first)"
     )
 
@@ -32,17 +37,10 @@ def heldout_dir_for(heldout: Path | None, dataset: str, split: str) -> Path | No
     """``<heldout>/<dataset>/<split>`` (or ``heldout`` itself) when it exists."""
     if heldout is None:
         return None
-    for candidate in (Path(heldout) / dataset / split, Path(heldout)):
+    for candidate in (split_dir(heldout, dataset, split), Path(heldout)):
         if (candidate / "meta_expressions.json").is_file():
             return candidate
     return None
-
-
-def limited_videos(shard_dir: Path, max_videos: int | None) -> Iterator[EvalVideo]:
-    for index, video in enumerate(iter_eval_videos(shard_dir)):
-        if max_videos is not None and index >= max_videos:
-            return
-        yield video
 
 
 def gt_labels(video: EvalVideo) -> np.ndarray:
@@ -59,15 +57,13 @@ def gt_labels(video: EvalVideo) -> np.ndarray:
     return labels
 
 
-class HeldoutGT:
-    """Held-out demo ground truth of a split whose shards carry none (DATA.md):
-    Ref-YouTube-VOS ``Annotations/<vid>/<frame>.png``, MeViS ``mask_dict.json``."""
+class HeldoutGT(ABC):
+    """Held-out ground truth of a split whose shards carry none (DATA.md): the split's
+    ``meta_expressions.json`` (with the ids the public file leaves out) says which objects
+    each expression means; subclasses read the masks."""
 
-    def __init__(self, folder: Path, dataset: str) -> None:
-        self.folder, self.dataset = folder, dataset
-        self.mask_dict = None
-        if dataset == "mevis":
-            self.mask_dict = json.loads((folder / "mask_dict.json").read_text(encoding="utf-8"))
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
         meta = json.loads((folder / "meta_expressions.json").read_text(encoding="utf-8"))
         self.targets: dict[tuple[str, str], list[str]] = {}
         for vid, video in meta.get("videos", {}).items():
@@ -82,19 +78,41 @@ class HeldoutGT:
         if not obj_ids:
             return None
         shape = (len(video.frame_names), video.height, video.width)
-        out = np.zeros(shape, dtype=bool)
-        if self.mask_dict is not None:
-            for anno in obj_ids:
-                for t, rle in enumerate(self.mask_dict.get(str(anno), [])[: shape[0]]):
-                    if rle:
-                        out[t] |= decode_rle(rle, video.height, video.width)
-            return out
-        folder = self.folder / "Annotations" / video.video
+        return self.union(video, obj_ids, np.zeros(shape, dtype=bool))
+
+    @abstractmethod
+    def union(self, video: EvalVideo, ids: list[str], out: np.ndarray) -> np.ndarray | None:
+        """Fill ``out`` (T×H×W bool) with the union of the objects ``ids`` (None: no GT)."""
+
+
+class AnnotationsGT(HeldoutGT):
+    """``Annotations/<vid>/<frame>.png`` label maps (Ref-YouTube-VOS); a video without a
+    folder has no GT, a missing frame is empty."""
+
+    subdir = "Annotations"
+
+    def union(self, video: EvalVideo, ids: list[str], out: np.ndarray) -> np.ndarray | None:
+        folder = self.folder / self.subdir / video.video
         if not folder.is_dir():
             return None
-        ids = [int(i) for i in obj_ids]
+        labels = [int(i) for i in ids]
         for t, name in enumerate(video.frame_names):
             path = folder / f"{name}.png"
             if path.is_file():
-                out[t] = np.isin(read_png(path), ids)
+                out[t] = np.isin(read_png(path), labels)
+        return out
+
+
+class MaskDictGT(HeldoutGT):
+    """``mask_dict.json``: per annotation id one COCO RLE (or null) per frame (MeViS)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.mask_dict = json.loads((folder / "mask_dict.json").read_text(encoding="utf-8"))
+
+    def union(self, video: EvalVideo, ids: list[str], out: np.ndarray) -> np.ndarray | None:
+        for anno in ids:
+            for t, rle in enumerate(self.mask_dict.get(str(anno), [])[: out.shape[0]]):
+                if rle:
+                    out[t] |= decode_rle(rle, video.height, video.width)
         return out

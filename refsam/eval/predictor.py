@@ -4,28 +4,26 @@ Per frame the image encoder runs **once** for all expressions; the light heads t
 per expression with its track state. Nothing is accumulated across frames: the only
 state is the :class:`~refsam.modeling.features.TrackState` (one track token per
 expression), so memory does not grow with the video's length. Preprocessing is
-:mod:`refsam.modeling.preprocess` (the one shared implementation).
+:mod:`refsam.modeling.preprocess` (the one shared implementation); frames come from
+:func:`refsam.eval.frames.iter_frames` (a folder, a video file or arrays).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from refsam.errors import DataError, UserError
+from refsam.errors import UserError
+from refsam.eval.frames import FrameSource, iter_frames
+from refsam.modeling.device import resolve_device
 from refsam.modeling.preprocess import resize_frame, restore_size
 from refsam.modeling.refsam import RefSAM
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-FrameSource = str | Path | Iterable[np.ndarray]
 
 
 @dataclass
@@ -36,62 +34,6 @@ class FramePrediction:
     masks: np.ndarray  # N×H×W bool (probs > threshold)
     probs: np.ndarray  # N×H×W float32 mask probabilities
     scores: np.ndarray  # N float32, the decoder's IoU prediction
-
-
-def _folder_frames(folder: Path) -> Iterator[np.ndarray]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    for path in files:
-        with Image.open(path) as image:
-            yield np.asarray(image.convert("RGB"))
-
-
-def _video_frames(path: Path) -> Iterator[np.ndarray]:
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise DataError(f"{path}: OpenCV cannot open this video")
-    try:
-        count = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            count += 1
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        if count == 0:
-            raise DataError(f"{path}: the video has no readable frames")
-    finally:
-        capture.release()
-
-
-def iter_frames(source: FrameSource) -> Iterator[np.ndarray]:
-    """H×W×3 uint8 RGB frames from a folder of images, a video file, or an iterable of arrays."""
-    if isinstance(source, str | Path):
-        path = Path(source)
-        if path.is_dir():
-            yield from _folder_frames(path)
-        elif path.is_file():
-            yield from _video_frames(path)
-        else:
-            raise DataError(f"{path}: no such frame folder or video file")
-        return
-    for index, frame in enumerate(source):
-        frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise DataError(
-                f"frame {index}: expected H×W×3 uint8 RGB, got {frame.shape} {frame.dtype}"
-            )
-        yield frame
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class OnlinePredictor:

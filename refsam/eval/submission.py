@@ -1,9 +1,11 @@
-"""Server submission zips (Ref-YouTube-VOS, MeViS): writing and checking.
+"""Server submission zips: writing and checking.
 
-Layouts (DATA.md):
+A zip format (:class:`~refsam.eval.prediction_layout.ZipFormat`) belongs to an evaluation
+family (:mod:`refsam.eval.families`) and is the family's prediction layout at the zip root;
+functions take the format or its name (DATA.md):
 
-- ``ytvos``: ``Annotations/<vid>/<exp_id>/<frame>.png`` at the zip root;
-- ``mevis``: ``<vid>/<exp_id>/<frame>.png`` at the zip root;
+- ``ytvos`` (Ref-YouTube-VOS): ``Annotations/<vid>/<exp_id>/<frame>.png``;
+- ``mevis`` (MeViS): ``<vid>/<exp_id>/<frame>.png``;
 
 each PNG 8-bit single channel, 0/255, at the frame's original size, one per listed frame.
 
@@ -18,23 +20,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from refsam.data.decode import open_image
 from refsam.errors import UserError
+from refsam.eval.families import zip_format
 from refsam.eval.io import encode_binary_png
+from refsam.eval.prediction_layout import ZipFormat
+from refsam.fsio import PendingFile
 
-Layout = Literal["ytvos", "mevis"]
-LAYOUTS: tuple[str, ...] = ("ytvos", "mevis")
+Layout = str | ZipFormat
+"""A zip format or its name (``ytvos``, ``mevis``, or one a registered family adds)."""
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -47,13 +51,15 @@ def _safe(part: str, what: str) -> str:
     return part
 
 
+def _format(layout: Layout) -> ZipFormat:
+    return layout if isinstance(layout, ZipFormat) else zip_format(layout)
+
+
 def member_name(layout: Layout, video: str, exp_id: str, frame: str) -> str:
     """The zip member path of one mask (ids validated)."""
-    if layout not in LAYOUTS:
-        raise UserError(f"unknown submission layout {layout!r}; expected ytvos or mevis")
+    fmt = _format(layout)
     parts = [_safe(video, "video id"), _safe(exp_id, "expression id"), _safe(frame, "frame name")]
-    prefix = "Annotations/" if layout == "ytvos" else ""
-    return f"{prefix}{parts[0]}/{parts[1]}/{parts[2]}.png"
+    return fmt.layout.member(*parts)
 
 
 class SubmissionZip:
@@ -68,15 +74,15 @@ class SubmissionZip:
     """
 
     def __init__(self, out: Path, *, layout: Layout) -> None:
-        if layout not in LAYOUTS:
-            raise UserError(f"unknown submission layout {layout!r}; expected ytvos or mevis")
+        self.layout = _format(layout)
         self.out = Path(out)
-        self.layout = layout
         if self.out.is_dir():
             raise UserError(f"{self.out}: is a folder; expected a .zip file path")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")
-        self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_STORED)
+        self._pending = PendingFile(self.out)
+        self._zip: zipfile.ZipFile | None = zipfile.ZipFile(
+            self._pending.path, "w", zipfile.ZIP_STORED
+        )
         self._names: set[str] = set()
 
     def add(self, video: str, exp_id: str, frame: str, mask: np.ndarray) -> None:
@@ -97,16 +103,12 @@ class SubmissionZip:
     def close(self) -> Path:
         """Finish the zip and move it into place; returns the output path."""
         if self._zip is not None:
+            archive, self._zip = self._zip, None
             try:
-                self._zip.close()
-                self._zip = None
-                os.replace(self._tmp, self.out)
+                archive.close()
             except BaseException as exc:  # disk full, no permission…: ``out`` stays as it was
-                self._zip = None
-                self._tmp.unlink(missing_ok=True)
-                if isinstance(exc, OSError) and exc.filename is None:
-                    raise OSError(exc.errno, f"{exc.strerror} (writing)", str(self.out)) from exc
-                raise
+                self._pending.fail(exc)
+            self._pending.commit()
         return self.out
 
     def abort(self) -> None:
@@ -115,7 +117,7 @@ class SubmissionZip:
             with contextlib.suppress(OSError):
                 self._zip.close()  # may fail again on a full disk: the file goes anyway
             self._zip = None
-        self._tmp.unlink(missing_ok=True)
+        self._pending.discard()
 
     def __enter__(self) -> SubmissionZip:
         return self
@@ -133,16 +135,16 @@ class SubmissionZip:
 
 
 def zip_prediction_dir(pred_dir: Path, out: Path, *, layout: Layout) -> Path:
-    """Pack a ``[Annotations/]<vid>/<exp_id>/<frame>.png`` folder into a submission zip."""
-    root = Path(pred_dir)
-    if (root / "Annotations").is_dir():
-        root = root / "Annotations"
+    """Pack a prediction folder in the format's layout (its prefix folder may be left out)
+    into a submission zip."""
+    fmt = _format(layout)
+    root = fmt.layout.found_root(pred_dir)
     if not root.is_dir():
         raise UserError(f"{pred_dir}: prediction folder not found")
     files = sorted(root.glob("*/*/*.png"))
     if not files:
         raise UserError(f"{root}: no <vid>/<exp_id>/<frame>.png files")
-    with SubmissionZip(out, layout=layout) as sub:
+    with SubmissionZip(out, layout=fmt) as sub:
         for path in files:
             sub.add_png(path.parent.parent.name, path.parent.name, path.stem, path.read_bytes())
     return Path(out)
@@ -213,11 +215,11 @@ def check_submission(
         jpeg_root: the split's ``JPEGImages`` folder (frame sizes).
         exclude_videos: videos not expected (e.g. Ref-YouTube-VOS test videos in valid).
     """
+    fmt = _format(layout)
     videos = _load_meta(meta_expressions)
     members = _Members(submission)
-    prefix = "Annotations/" if layout == "ytvos" else ""
     excluded = set(exclude_videos)
-    present = [n[len(prefix) :].split("/") for n in members.names if n.startswith(prefix)]
+    present = [p for p in map(fmt.layout.member_parts, members.names) if p is not None]
     present_videos = {parts[0] for parts in present if len(parts) > 1}
     present_exps = {(parts[0], parts[1]) for parts in present if len(parts) > 2}
     expected: set[str] = set()
@@ -232,7 +234,7 @@ def check_submission(
             if (video, str(exp_id)) not in present_exps:
                 problems.append(f"missing expression {video}/{exp_id}")
             for frame in frames:
-                name = f"{prefix}{video}/{exp_id}/{frame}.png"
+                name = fmt.layout.member(video, str(exp_id), frame)
                 expected.add(name)
                 if name not in members.names:
                     problems.append(f"missing frame {name}")

@@ -1,6 +1,11 @@
 """RefSAM model: SAM parts, text prompts, dense attention, tracking (MODEL.md)."""
 
-from refsam.modeling.build import build_refsam, build_refsam_from_config, count_parameters
+from refsam.modeling.build import (
+    build_refsam,
+    build_refsam_from_config,
+    count_parameters,
+    format_counts,
+)
 from refsam.modeling.checkpoint import SamCheckpointError
 from refsam.modeling.features import ImageFeatures, TextFeatures, TrackState
 from refsam.modeling.refsam import GROUPS, RefSAM, text_encoder_id
@@ -21,6 +26,7 @@ __all__ = [
     "build_refsam",
     "build_refsam_from_config",
     "count_parameters",
+    "format_counts",
     "get_variant",
     "text_encoder_id",
 ]

@@ -74,11 +74,14 @@ def build_refsam_from_config(
     cfg: ModelConfig, *, text_encoder: TextEncoder | None = None
 ) -> RefSAM:
     """Build from the ``model`` section of an experiment config (``text_encoder``: reuse a
-    loaded encoder instead of ``cfg.text_encoder``)."""
+    loaded encoder instead of ``cfg.text_encoder``). The encoder's width must match
+    ``cfg.text_width`` when the config sets it (ConfigError)."""
+    encoder = text_encoder if text_encoder is not None else TextEncoder(cfg.text_encoder)
+    encoder.check_width(cfg.text_width)
     return build_refsam(
         cfg.variant,
         sam_checkpoint=cfg.sam_checkpoint,
-        text_encoder=text_encoder if text_encoder is not None else cfg.text_encoder,
+        text_encoder=encoder,
         dense_path=cfg.dense_path,
         tracking=cfg.tracking,
         adapters=cfg.adapters,
@@ -106,11 +109,39 @@ def count_parameters(
     loading one (its own row is then 0); otherwise the text encoder is loaded and counted.
     """
     encoder = None if text_width is not None else _text_encoder(text_encoder)
+    model = meta_refsam(
+        variant,
+        text_encoder=encoder,
+        text_width=text_width,
+        dense_path=dense_path,
+        tracking=tracking,
+        adapters=adapters,
+        trainable=trainable,
+        iou_loss=iou_loss,
+        **overrides,
+    )
+    return model.module_parameter_counts()
+
+
+def meta_refsam(
+    variant: str,
+    *,
+    text_encoder: TextEncoder | None = None,
+    text_width: int | None = None,
+    dense_path: DensePath = "hierarchical",
+    tracking: bool = True,
+    adapters: bool = True,
+    trainable: list[str] | tuple[str, ...] | None = None,
+    iou_loss: bool = False,
+    **overrides: Any,
+) -> RefSAM:
+    """RefSAM with every weight on the meta device (shapes only, no memory): for counting
+    parameters and estimating memory. Without ``text_encoder`` it cannot encode strings."""
     spec = get_variant(variant, **overrides)
     with torch.device("meta"):
-        model = RefSAM(
+        return RefSAM(
             spec=spec,
-            text_encoder=encoder,
+            text_encoder=text_encoder,
             text_width=text_width,
             dense_path=dense_path,
             tracking=tracking,
@@ -118,4 +149,14 @@ def count_parameters(
             iou_loss=iou_loss,
             trainable=tuple(trainable) if trainable is not None else DEFAULT_TRAINABLE,
         )
-    return model.module_parameter_counts()
+
+
+def format_counts(counts: dict[str, tuple[int, int]]) -> str:
+    """A plain table of parameter counts with a total row."""
+    lines = [f"{'module':<16} {'total':>14} {'trainable':>14}"]
+    for name, (total, trainable) in counts.items():
+        lines.append(f"{name:<16} {total:>14,} {trainable:>14,}")
+    total = sum(t for t, _ in counts.values())
+    trainable = sum(t for _, t in counts.values())
+    lines.append(f"{'total':<16} {total:>14,} {trainable:>14,}")
+    return "\n".join(lines)

@@ -20,6 +20,7 @@ from torch import nn
 from refsam.errors import ConfigError
 from refsam.modeling.adapters import BlockAdapters, attach_adapters
 from refsam.modeling.cross_modal_mlp import CrossModalMLP
+from refsam.modeling.encoder_pass import repeated_frames, run_blocks
 from refsam.modeling.features import ImageFeatures, TextFeatures, TrackState
 from refsam.modeling.hierarchical_dense_attention import DenseAttention, HierarchicalDenseAttention
 from refsam.modeling.mask_decoder import TokenMaskDecoder
@@ -101,6 +102,10 @@ class RefSAM(nn.Module):
             ImplicitTrackingModule(dim=dim, num_heads=spec.tracking_heads) if tracking else None
         )
         self._warned_single = False
+        # forward_clip encodes a frame repeated in its clip once (off only to measure it)
+        self.share_repeated_frames = True
+        # recompute encoder blocks in the backward pass (train.activation_checkpointing)
+        self.activation_checkpointing = False
         self.set_trainable(trainable)
 
     # ---------------------------------------------------------------- parameters
@@ -218,7 +223,10 @@ class RefSAM(nn.Module):
             raise ConfigError(
                 "this model was built without a text encoder (parameter counting only)"
             )
-        raw = self.text_encoder(texts)
+        return self.project_text(self.text_encoder(texts))
+
+    def project_text(self, raw: TextFeatures) -> TextFeatures:
+        """The text encoder's features → prompt space (the Cross-Modal MLP)."""
         words = self.cross_modal_mlp(raw.words) * raw.mask.unsqueeze(-1)
         return TextFeatures(words=words, sentence=self.cross_modal_mlp(raw.sentence), mask=raw.mask)
 
@@ -236,11 +244,9 @@ class RefSAM(nn.Module):
         x = encoder.patch_embed(x)
         if encoder.pos_embed is not None:
             x = x + encoder.pos_embed
-        intermediates = []
-        for index, block in enumerate(encoder.blocks):
-            x = block(x)
-            if index in self.levels:
-                intermediates.append(x)
+        x, intermediates = run_blocks(
+            encoder, x, self.levels, checkpointing=self.activation_checkpointing
+        )
         return ImageFeatures(encoder.neck(x.permute(0, 3, 1, 2)), intermediates)
 
     def init_track_state(self, batch_size: int) -> TrackState:
@@ -314,16 +320,19 @@ class RefSAM(nn.Module):
     def forward_clip(
         self,
         frames: torch.Tensor,
-        texts: list[str],
+        texts: list[str] | TextFeatures,
         input_sizes: torch.Tensor | None = None,
         clip_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Clips G×T×3×S×S (+ ``input_sizes`` G×2 when zero-padded) and B texts → logits
-        B×T×S×S. ``clip_index`` (B, int) names each text's clip, so expressions of one video
+        """Clips G×T×3×S×S (+ ``input_sizes`` G×2 when zero-padded) and B texts (strings, or
+        the text encoder's :class:`TextFeatures` of them) → logits B×T×S×S. ``clip_index`` (B, int) names each text's clip, so expressions of one video
         share its encoder passes; None: one clip per text (G = B). Frames are decoded in
-        order; the track state is carried, not detached."""
+        order; the track state is carried, not detached. A frame equal to the one before it
+        in its clip (a RefCOCO image repeated as a pseudo-clip) reuses that frame's encoder
+        pass (``share_repeated_frames``, on by default): the same outputs and gradients,
+        up to float rounding, for one image-encoder pass instead of T."""
         clips, steps = frames.shape[:2]
-        batch = len(texts)
+        batch = texts.mask.shape[0] if isinstance(texts, TextFeatures) else len(texts)
         if clip_index is None:
             if clips != batch:
                 raise ValueError(f"{clips} clips for {batch} texts need a clip_index")
@@ -340,14 +349,24 @@ class RefSAM(nn.Module):
                 "initial token) gets no gradient; `refsam train` freezes it for such stages"
             )
             self._warned_single = True
-        text = self.encode_text(texts)
+        text = (
+            self.project_text(texts) if isinstance(texts, TextFeatures) else self.encode_text(texts)
+        )
         sizes = None if input_sizes is None else input_sizes.repeat_interleave(steps, dim=0)
-        image = self.encode_image(frames.flatten(0, 1), sizes)
+        flat = frames.flatten(0, 1)
+        if self.share_repeated_frames and steps > 1:
+            keep, source = repeated_frames(frames)
+            image = self.encode_image(flat[keep], None if sizes is None else sizes[keep])
+        else:
+            source = torch.arange(clips * steps, device=frames.device)
+            image = self.encode_image(flat, sizes)
+        source = source.to(image.embedding.device)
         state = self.init_track_state(batch)
         first_rows = clip_index.to(image.embedding.device) * steps
         outputs = []
         for step in range(steps):
-            logits, _, state = self.decode(image.index(first_rows + step), text, state)
+            rows = source.index_select(0, first_rows + step)
+            logits, _, state = self.decode(image.index(rows), text, state)
             outputs.append(logits[:, 0])
         return torch.stack(outputs, dim=1)
 

@@ -6,12 +6,16 @@
   safe in Prefect task threads), training runs (resumable) and evaluation runs.
 - :mod:`.registry` / :mod:`.resolve`: register checkpoints as pyfunc model versions,
   the ``champion`` alias (strict improvement only), ``models:/refsam@champion`` → path.
-- :mod:`.compare`: recent training runs side by side (``refsam runs compare``).
+- :mod:`.champion`: the retrain's champion policy (register, re-score if the eval data
+  changed, promote on a strict improvement).
+- :mod:`.compare`: recent training runs side by side (``refsam runs compare``), the
+  champion's run marked.
 """
 
+from refsam.tracking.champion import ChampionDecision, decide_champion
 from refsam.tracking.compare import compare_runs
 from refsam.tracking.plots import log_jf_plot, plot_series
-from refsam.tracking.provenance import flatten_params, manifest_hash, metric_key
+from refsam.tracking.provenance import flatten_params, metric_key
 from refsam.tracking.registry import (
     Champion,
     ChampionMismatchError,
@@ -28,14 +32,16 @@ from refsam.tracking.runs import (
     start_evaluation_run,
     start_training_run,
 )
-from refsam.tracking.store import experiment_name, get_client, tracking_uri
+from refsam.tracking.store import experiment_name, get_client, read_client, tracking_uri
 
 __all__ = [
     "Champion",
+    "ChampionDecision",
     "ChampionMismatchError",
     "Decision",
     "MlflowRunLogger",
     "compare_runs",
+    "decide_champion",
     "eval_metric_key",
     "experiment_name",
     "flatten_params",
@@ -43,10 +49,10 @@ __all__ = [
     "get_client",
     "log_evaluation",
     "log_jf_plot",
-    "manifest_hash",
     "metric_key",
     "plot_series",
     "promote_if_better",
+    "read_client",
     "register_checkpoint",
     "resolve_model_uri",
     "start_evaluation_run",

@@ -2,9 +2,10 @@
 
 Reads only what training and evaluation log: params ``model.variant``,
 ``model.text_encoder``, ``train.lr``, ``train.stages.<i>.frames_per_clip``, the trainable
-parameter count (param ``trainable_params`` from the train flow, else the sum of
-``trainable_params.<group>`` or of the trainer's ``trainable/<group>``),
-tags ``data.<set>`` (manifest hashes) and metrics ``eval/<dataset>/<split>/{J,F,J_and_F}``.
+parameter count (param ``trainable_params`` from the trainer, else the sum of its
+``trainable/<group>`` or, in older runs, of ``trainable_params.<group>``),
+tags ``data.<set>`` (manifest hashes) and metrics ``eval/<dataset>/<split>/{J,F,J_and_F}``;
+and, from the registry, which run's model version holds the champion alias.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 
 from refsam.config import TrackingConfig
-from refsam.errors import UserError
 from refsam.tracking.runs import EVAL_PREFIX, KIND_TAG
-from refsam.tracking.store import client_for_uri, get_experiment_id, sqlite_path, tracking_uri
+from refsam.tracking.store import (
+    client_for_uri,
+    get_experiment_id,
+    missing_store,
+    no_store_error,
+    tracking_uri,
+)
 
 EVAL_METRICS = {"J": "J", "F": "F", "J_and_F": "J&F"}
 DEFAULT_TEXT_ENCODER = "MiniLM (packaged)"
@@ -27,10 +35,9 @@ _STAGE_FRAMES = re.compile(r"^train\.stages\.(\d+)\.frames_per_clip$")
 
 
 def _trainable(params: dict[str, str]) -> int | None:
-    """The total (flows log ``trainable_params``), else the sum of one family of per-group
-    counts: ``trainable_params.<group>`` or the trainer's ``trainable/<group>``. A run can
-    hold both families (the train flow logs the first, the trainer the second), so they
-    are never added together."""
+    """The total (the trainer logs ``trainable_params``), else the sum of one family of
+    per-group counts: the trainer's ``trainable/<group>`` or ``trainable_params.<group>``
+    (runs of older versions, whose train flow logged both families: never added together)."""
     for key in ("trainable_params", "trainable_params.total", "trainable/total"):
         if key in params:
             return int(float(params[key]))
@@ -46,6 +53,18 @@ def _frames(params: dict[str, str]) -> str:
         (int(m.group(1)), v) for k, v in params.items() if (m := _STAGE_FRAMES.match(k))
     )
     return "→".join(v for _, v in stages) or "-"
+
+
+def _champion(client: MlflowClient, tracking: TrackingConfig) -> tuple[str, str] | None:
+    """(run id, version) of the registered model version holding the champion alias."""
+    try:
+        model = client.get_registered_model(tracking.registered_model)
+        version = model.aliases.get(tracking.champion_alias)
+        if version is None:
+            return None
+        return client.get_model_version(model.name, str(version)).run_id, str(version)
+    except MlflowException:
+        return None
 
 
 def _row(run: Run, experiment: str) -> dict[str, Any]:
@@ -91,15 +110,19 @@ def compare_runs(
     all experiments), one dict per run: run_id, run_name, experiment, status, started,
     variant, dense_path, tracking, adapters (the ablation switches), text_encoder,
     trainable_params, lr, frames_per_clip, data ({set: manifest
-    hash}), git_commit, eval ({"<dataset>/<split>": {"J", "F", "J&F"}})."""
+    hash}), git_commit, eval ({"<dataset>/<split>": {"J", "F", "J&F"}}), champion (the
+    version of ``tracking.registered_model`` holding ``tracking.champion_alias`` when
+    this run registered it, else None). Only reads: a missing sqlite store is not created
+    (no runs; a :class:`UserError` when ``experiment`` is named)."""
     if last <= 0:
         raise ValueError(f"last must be positive, got {last}")
-    uri = tracking_uri(tracking or TrackingConfig(), project_root)
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
+    tracking = tracking or TrackingConfig()
+    uri = tracking_uri(tracking, project_root)
+    db = missing_store(uri)
+    if db is not None:
         if experiment is not None:
-            raise UserError(f"no MLflow store at {db}: nothing has been tracked there yet")
-        return []  # do not create an empty store just to report that it is empty
+            raise no_store_error(db)
+        return []
     client = client_for_uri(uri)
     if experiment is not None:
         names = {get_experiment_id(client, experiment): experiment}
@@ -113,4 +136,8 @@ def compare_runs(
         order_by=["attributes.start_time DESC"],
         max_results=last,
     )
-    return [_row(run, names[run.info.experiment_id]) for run in runs]
+    rows = [_row(run, names[run.info.experiment_id]) for run in runs]
+    champion = _champion(client, tracking)
+    for row in rows:
+        row["champion"] = champion[1] if champion and champion[0] == row["run_id"] else None
+    return rows

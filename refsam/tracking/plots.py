@@ -1,4 +1,6 @@
-"""The J&F-vs-step plot of a training run (PNG artifact ``plots/jf_vs_step.png``).
+"""The J&F-vs-step plot of a training run (PNG artifact ``plots/jf_vs_step.png``): the
+validation curve (``val/*``) and the full evaluations (``eval/*``), logged at the end of
+``refsam train``, the train flow and the retrain flow.
 
 Drawn with matplotlib's object API (no pyplot, no global backend change) when it is
 installed, else with PIL (a plain line chart with axes and a legend).
@@ -12,6 +14,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from refsam.tracking.runs import EVAL_PREFIX, MlflowRunLogger
+
+CURVE_PREFIX = "val"  # refsam.train.curve's metrics (tracking does not import train)
 
 Series = dict[str, list[tuple[int, float]]]
 PLOT_ARTIFACT = "plots/jf_vs_step.png"
@@ -74,14 +78,24 @@ def plot_series(series: Series, path: Path, *, title: str = "J&F vs step") -> Pa
     return path
 
 
+def _series_name(key: str) -> str:
+    if key.startswith(f"{CURVE_PREFIX}/"):
+        return key.removeprefix(f"{CURVE_PREFIX}/").rsplit("/", 1)[0] + " (curve videos)"
+    return key.removeprefix(f"{EVAL_PREFIX}/").rsplit("/", 1)[0] + " (all videos)"
+
+
 def log_jf_plot(logger: MlflowRunLogger, *, suffix: str = "J_and_F") -> Path | None:
-    """Plot every ``eval/*/<suffix>`` metric of the run against step and log the PNG as
-    ``plots/jf_vs_step.png``. Returns the artifact's local copy, or None without data."""
+    """Plot every ``eval/*/<suffix>`` metric (full evaluations) and ``val/*/<suffix>``
+    metric (the validation curve, ``eval.curve_every``) of the run against step and log
+    the PNG as ``plots/jf_vs_step.png`` (replacing an earlier one). Returns the
+    artifact's local copy, or None without data."""
     run = logger.client.get_run(logger.run_id or "")
     keys = sorted(
-        k for k in run.data.metrics if k.startswith(f"{EVAL_PREFIX}/") and k.endswith(suffix)
+        k
+        for k in run.data.metrics
+        if k.startswith((f"{EVAL_PREFIX}/", f"{CURVE_PREFIX}/")) and k.endswith(f"/{suffix}")
     )
-    series = {k.removeprefix(f"{EVAL_PREFIX}/"): logger.metric_history(k) for k in keys}
+    series = {_series_name(k): logger.metric_history(k) for k in keys}
     if not any(series.values()):
         return None
     out = Path(tempfile.mkdtemp(prefix="refsam-plot-")) / Path(PLOT_ARTIFACT).name

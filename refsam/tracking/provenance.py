@@ -8,7 +8,6 @@ Tags set on every run: ``refsam.config_hash``, ``refsam.config_name``, ``git.com
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -112,21 +111,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
-
-
-def file_sha256(path: Path) -> str:
-    """Full sha256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def manifest_hash(shard_dir: Path) -> str:
-    """sha256 of a shard directory's ``manifest.json``: the data version (the same digest
-    training stores in its checkpoints' ``data_manifests``)."""
-    return file_sha256(Path(shard_dir) / "manifest.json")
 
 
 def run_tags(

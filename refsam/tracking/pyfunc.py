@@ -16,18 +16,17 @@ registering a checkpoint does not need (or build) the model.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
 CHECKPOINT_KEY = "checkpoint"
@@ -48,24 +47,16 @@ SIGNATURE = ModelSignature(
 )
 
 
-def _model_loader() -> Callable[..., Any]:
-    """``load_model_from_checkpoint(path, device) -> (RefSAM, RefSAMConfig)``, imported
-    lazily from the evaluation (or, if moved there, the checkpoint) module."""
-    for module in ("refsam.eval.evaluator", "refsam.train.checkpoint"):
-        loader = getattr(importlib.import_module(module), "load_model_from_checkpoint", None)
-        if loader is not None:
-            return loader
-    raise ImportError("no refsam module provides load_model_from_checkpoint")
-
-
 class RefSAMPythonModel(mlflow.pyfunc.PythonModel):
     """MLflow wrapper of :class:`refsam.eval.predictor.OnlinePredictor` (see module doc)."""
 
     def load_context(self, context: Any) -> None:
-        from refsam.eval.predictor import OnlinePredictor, resolve_device
+        from refsam.eval.predictor import OnlinePredictor
+        from refsam.modeling.checkpoint import model_from_checkpoint
+        from refsam.modeling.device import resolve_device
 
         device = resolve_device((context.model_config or {}).get("device", "auto"))
-        model, cfg = _model_loader()(Path(context.artifacts[CHECKPOINT_KEY]), device)
+        model, cfg = model_from_checkpoint(Path(context.artifacts[CHECKPOINT_KEY]), device)
         self.predictor = OnlinePredictor(model, device=device, threshold=cfg.eval.mask_threshold)
 
     def predict(
@@ -122,12 +113,18 @@ def _quiet_save() -> Iterator[None]:
 
 
 def save_pyfunc_model(
-    out: Path, checkpoint: Path, config_yaml: Path, *, device: str = "auto"
+    out: Path,
+    checkpoint: Path,
+    config_yaml: Path,
+    *,
+    device: str = "auto",
+    metadata: Model | None = None,
 ) -> Path:
     """Write the pyfunc model folder ``out`` (must not exist) around ``checkpoint``.
 
     The python model is given as code (:mod:`refsam.tracking.pyfunc_code`, MLflow's
-    "models from code"), so loading a registered model unpickles nothing.
+    "models from code"), so loading a registered model unpickles nothing. ``metadata``
+    is the ``MLmodel`` record to fill (a logged model's id, run and location).
     """
     with _quiet_save():
         mlflow.pyfunc.save_model(
@@ -137,5 +134,6 @@ def save_pyfunc_model(
             signature=SIGNATURE,
             pip_requirements=_refsam_requirement(),
             model_config={"device": device},
+            mlflow_model=metadata,
         )
     return out

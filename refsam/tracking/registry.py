@@ -1,33 +1,46 @@
 """Model registry: register checkpoints, find and move the ``champion`` alias.
 
-A model version is a pyfunc model (:mod:`refsam.tracking.pyfunc`) logged under the
-training run's ``model/`` artifact folder. Its tags record what it scored
-(``metric.<key>``, ``selection.metric``, ``selection.value``), on which eval data
-(``eval.manifest_hash``), where its checkpoint file is (``checkpoint.artifact``), and the
-last promotion decision (``decision.*``). The champion moves only on a strict
+A model version is an MLflow 3 logged model (a pyfunc model, :mod:`refsam.tracking.pyfunc`)
+that the training run outputs: the run page lists it under "Logged models", and the
+version links to it (``models:/<model id>``) and to the run. Its tags record the
+selection metric and its value (``selection.metric``, ``selection.value``; every other
+number lives on the run), on which eval data (``eval.manifest_hash``), where its
+checkpoint file is inside the model (``checkpoint.artifact``), the config hash (the same
+as the run's and the checkpoint's), and the last promotion decision (``decision.*``). The champion moves only on a strict
 improvement of the selection metric on the same eval data (ARCHITECTURE.md, ``retrain``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import numbers
+import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from refsam.config import RefSAMConfig, TrackingConfig
 from refsam.errors import UserError
-from refsam.tracking.provenance import file_sha256, metric_key
+from refsam.fsio import file_sha256
+from refsam.tracking.provenance import metric_key
 from refsam.tracking.pyfunc import save_pyfunc_model
-from refsam.tracking.store import get_client
+from refsam.tracking.runs import EVAL_PREFIX
+from refsam.tracking.store import get_client, missing_store, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +48,8 @@ TAG_SELECTION_METRIC = "selection.metric"
 TAG_SELECTION_VALUE = "selection.value"
 TAG_MANIFEST = "eval.manifest_hash"
 TAG_CHECKPOINT = "checkpoint.artifact"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+ARTIFACTS = "artifacts"  # the pyfunc model's folder of files (checkpoint, config.yaml)
 
 
 class Champion(NamedTuple):
@@ -76,15 +91,90 @@ def _selection_value(metrics: dict[str, float], selection: str) -> float | None:
     return None
 
 
-def _free_artifact_path(client: MlflowClient, run_id: str, wanted: str) -> str:
-    """``wanted``, or ``wanted-2``, ``wanted-3``… so a second registration from the same run
-    never overwrites the files an earlier version points to."""
-    taken = {a.path for a in client.list_artifacts(run_id)}
-    candidate, index = wanted, 1
-    while candidate in taken:
-        index += 1
-        candidate = f"{wanted}-{index}"
-    return candidate
+def _eval_metrics_at(client: MlflowClient, run_id: str, step: int | None) -> list[Metric]:
+    """The run's ``eval/*`` metric values at ``step`` (its latest if None), as they were
+    logged (same timestamp), to be attached to a logged model too."""
+    run = client.get_run(run_id)
+    found = []
+    for key in run.data.metrics:
+        if not key.startswith(f"{EVAL_PREFIX}/"):
+            continue
+        history = client.get_metric_history(run_id, key)
+        chosen = [m for m in history if step is None or m.step == step]
+        if chosen:
+            found.append(max(chosen, key=lambda m: (m.step, m.timestamp)))
+    return found
+
+
+def _log_model(
+    client: MlflowClient,
+    run_id: str,
+    checkpoint_path: Path,
+    cfg: RefSAMConfig,
+    *,
+    name: str,
+    device: str,
+    step: int | None,
+) -> LoggedModel:
+    """An MLflow 3 logged model (pyfunc around the checkpoint), output of run ``run_id``
+    (the run page lists it under "Logged models"), with the run's eval metrics."""
+    run = client.get_run(run_id)
+    model = client.create_logged_model(
+        run.info.experiment_id,
+        name=name,
+        source_run_id=run_id,
+        params={"config_hash": cfg.config_hash(), "model.variant": cfg.model.variant},
+        tags={TAG_CHECKPOINT: f"{ARTIFACTS}/{checkpoint_path.name}"},
+        model_type="refsam",
+    )
+    try:
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=step or 0)])
+        metrics = _eval_metrics_at(client, run_id, step)
+        if metrics:
+            client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(m.key, m.value, m.timestamp, m.step, model_id=model.model_id)
+                    for m in metrics
+                ],
+            )
+        with tempfile.TemporaryDirectory(prefix="refsam-model-") as tmp:
+            config_yaml = Path(tmp) / "config.yaml"
+            config_yaml.write_text(cfg.to_yaml(), encoding="utf-8")
+            metadata = Model(
+                artifact_path=model.artifact_location,
+                model_uuid=model.model_id,
+                run_id=run_id,
+                model_id=model.model_id,
+            )
+            model_dir = save_pyfunc_model(
+                Path(tmp) / "model", checkpoint_path, config_yaml, device=device, metadata=metadata
+            )
+            client.log_model_artifacts(model.model_id, str(model_dir))
+    except BaseException:
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    return client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+
+
+_DEFAULT_URI_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _default_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's registry resolves a ``models:/<model id>`` version source through the
+    process-wide default tracking URI, not the client's: point it at ``uri`` meanwhile
+    (``$MLFLOW_TRACKING_URI``, which MLflow rewrites, is restored as it was)."""
+    saved = os.environ.get(TRACKING_URI_ENV)
+    with _DEFAULT_URI_LOCK:
+        try:
+            with _use_tracking_uri(uri):
+                yield
+        finally:
+            if saved is None:
+                os.environ.pop(TRACKING_URI_ENV, None)
+            else:
+                os.environ[TRACKING_URI_ENV] = saved
 
 
 def register_checkpoint(
@@ -96,15 +186,18 @@ def register_checkpoint(
     manifest_hash: str | None = None,
     artifact_path: str = "model",
     device: str = "auto",
+    step: int | None = None,
     project_root: Path | None = None,
 ) -> str:
-    """Log ``checkpoint_path`` as a pyfunc model under run ``run_id`` and register it as a
-    new version of ``cfg.tracking.registered_model``; returns the version (e.g. ``"3"``).
+    """Log ``checkpoint_path`` as an MLflow logged model (pyfunc, named ``artifact_path``)
+    of run ``run_id`` and register it as a new version of ``cfg.tracking.registered_model``;
+    returns the version (e.g. ``"3"``).
 
-    The model goes to the run's ``artifact_path`` folder (``model-2``… if taken).
     ``metrics`` are the evaluation metrics (e.g. ``{"ref-davis17/valid/J&F": 0.61}``);
     the value of ``cfg.eval.selection`` among them and ``manifest_hash`` (of that eval
-    data) are what :func:`promote_if_better` compares.
+    data) are what :func:`promote_if_better` compares. The numbers themselves live on the
+    run (and on the logged model: the run's ``eval/*`` metrics at ``step``, default their
+    latest), not as version tags.
     """
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.is_file():
@@ -114,14 +207,9 @@ def register_checkpoint(
         client.get_run(run_id)
     except MlflowException:
         raise UserError(f"MLflow run {run_id!r} not found in {client.tracking_uri}") from None
-    artifact_path = _free_artifact_path(client, run_id, artifact_path)
-    with tempfile.TemporaryDirectory(prefix="refsam-model-") as tmp:
-        config_yaml = Path(tmp) / "config.yaml"
-        config_yaml.write_text(cfg.to_yaml(), encoding="utf-8")
-        model_dir = save_pyfunc_model(
-            Path(tmp) / "model", checkpoint_path, config_yaml, device=device
-        )
-        client.log_artifacts(run_id, str(model_dir), artifact_path)
+    model = _log_model(
+        client, run_id, checkpoint_path, cfg, name=artifact_path, device=device, step=step
+    )
     name = cfg.tracking.registered_model
     try:
         client.create_registered_model(name, description="RefSAM referring video segmentation")
@@ -129,22 +217,28 @@ def register_checkpoint(
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}
-    tags = {metric_key(f"metric.{k}"): str(v) for k, v in numeric.items()}
-    tags.update(
-        {
-            TAG_SELECTION_METRIC: cfg.eval.selection,
-            TAG_CHECKPOINT: f"{artifact_path}/artifacts/{checkpoint_path.name}",
-            "checkpoint.sha256": file_sha256(checkpoint_path),
-            "refsam.config_hash": cfg.config_hash(),
-        }
-    )
+    tags = {
+        TAG_SELECTION_METRIC: cfg.eval.selection,
+        TAG_CHECKPOINT: f"{ARTIFACTS}/{checkpoint_path.name}",
+        "checkpoint.sha256": file_sha256(checkpoint_path),
+        "refsam.config_hash": cfg.config_hash(),
+    }
     value = _selection_value(numeric, cfg.eval.selection)
     if value is not None:
         tags[TAG_SELECTION_VALUE] = repr(value)
     if manifest_hash is not None:
         tags[TAG_MANIFEST] = manifest_hash
-    version = client.create_model_version(
-        name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags
+    with _default_tracking_uri(client.tracking_uri):
+        version = client.create_model_version(
+            name,
+            source=f"models:/{model.model_id}",
+            run_id=run_id,
+            tags=tags,
+            model_id=model.model_id,
+        )
+    client.set_logged_model_tags(  # the logged model's page links back to the version
+        model.model_id,
+        {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name, "version": str(version.version)}])},
     )
     log.info("registered %s version %s from run %s", name, version.version, run_id)
     return str(version.version)
@@ -157,8 +251,11 @@ def get_champion(
     project_root: Path | None = None,
 ) -> Champion | None:
     """The current champion of registered model ``name`` (default
-    ``tracking.registered_model``), or None when the model or the alias does not exist."""
+    ``tracking.registered_model``), or None when the store, the model or the alias does
+    not exist (a missing sqlite store is not created by asking)."""
     tracking = tracking or TrackingConfig()
+    if missing_store(tracking_uri(tracking, project_root)) is not None:
+        return None
     client = _client(tracking, project_root)
     name = name or tracking.registered_model
     try:

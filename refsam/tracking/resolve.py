@@ -3,7 +3,11 @@
 Accepted: ``models:/<name>@<alias>`` (e.g. ``models:/refsam@champion``),
 ``models:/<name>/<version>``, ``models:/<name>/latest``, ``runs:/<run id>/<path>`` and a
 plain file path. With a local artifact store the returned path points into it (no
-copy); remote artifacts are downloaded to a temporary folder.
+copy); remote artifacts are downloaded to a temporary folder. Only reads: a sqlite store
+that does not exist is a :class:`UserError`, never created.
+
+A version registered from an MLflow 3 logged model (``models:/<model id>``) holds its
+checkpoint in the logged model's artifacts; an older one in its run's artifacts.
 """
 
 from __future__ import annotations
@@ -18,7 +22,32 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from refsam.config import TrackingConfig
 from refsam.errors import UserError
 from refsam.tracking.registry import TAG_CHECKPOINT
-from refsam.tracking.store import get_client
+from refsam.tracking.store import read_client
+
+
+def _download_from(root: str, path: str, what: str) -> Path:
+    try:
+        local = get_artifact_repository(root).download_artifacts(path)
+    except (MlflowException, OSError) as exc:
+        raise UserError(f"{what}: artifact {path!r} not found ({exc})") from None
+    local_path = Path(local)
+    if not local_path.exists():
+        raise UserError(f"{what}: artifact {path!r} not found under {root}")
+    return local_path
+
+
+def _logged_model_id(source: str | None) -> str | None:
+    """``m-…`` of a ``models:/m-…`` version source (a logged model), else None."""
+    rest = (source or "").removeprefix("models:/")
+    return rest if rest != source and rest.startswith("m-") and "/" not in rest else None
+
+
+def _model_download(client: MlflowClient, model_id: str, path: str) -> Path:
+    try:
+        model = client.get_logged_model(model_id)
+    except MlflowException:
+        raise UserError(f"logged model {model_id!r} not found in {client.tracking_uri}") from None
+    return _download_from(model.artifact_location, path, f"logged model {model_id}")
 
 
 def _download(client: MlflowClient, run_id: str, path: str) -> Path:
@@ -26,14 +55,7 @@ def _download(client: MlflowClient, run_id: str, path: str) -> Path:
         run = client.get_run(run_id)
     except MlflowException:
         raise UserError(f"MLflow run {run_id!r} not found in {client.tracking_uri}") from None
-    try:
-        local = get_artifact_repository(run.info.artifact_uri).download_artifacts(path)
-    except (MlflowException, OSError) as exc:
-        raise UserError(f"run {run_id}: artifact {path!r} not found ({exc})") from None
-    local_path = Path(local)
-    if not local_path.exists():
-        raise UserError(f"run {run_id}: artifact {path!r} not found under {run.info.artifact_uri}")
-    return local_path
+    return _download_from(run.info.artifact_uri, path, f"run {run_id}")
 
 
 def _model_version(client: MlflowClient, spec: str) -> ModelVersion:
@@ -73,7 +95,7 @@ def resolve_model_uri(
     """The local checkpoint file that ``uri`` names (see module doc); :class:`UserError`
     for an unknown model, alias, version, run or path."""
     if uri.startswith("models:/") or uri.startswith("runs:/"):
-        client = get_client(tracking or TrackingConfig(), project_root)
+        client = read_client(tracking or TrackingConfig(), project_root)
         if uri.startswith("runs:/"):
             run_id, _, path = uri[len("runs:/") :].partition("/")
             if not run_id or not path:
@@ -81,10 +103,13 @@ def resolve_model_uri(
             return _download(client, run_id, path)
         version = _model_version(client, uri[len("models:/") :])
         checkpoint = version.tags.get(TAG_CHECKPOINT)
-        if not checkpoint or not version.run_id:
+        if not checkpoint or not (version.model_id or version.run_id):
             raise UserError(
                 f"{uri}: version {version.version} was not registered by refsam (no checkpoint tag)"
             )
+        model_id = version.model_id or _logged_model_id(version.source)
+        if model_id:
+            return _model_download(client, model_id, checkpoint)
         return _download(client, version.run_id, checkpoint)
     path = Path(uri).expanduser()
     if not path.is_file():

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = Path("mlruns/mlflow.db")
 ARTIFACTS_DIR = "artifacts"
 _SQLITE = "sqlite:///"
+# The MLflow UI opens an experiment of this kind on its runs (model training), not on the
+# GenAI views ("custom_model_development" is MLflow 3's value for classic ML training).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri(cfg: TrackingConfig | None = None, project_root: Path | None = None) -> str:
@@ -80,6 +84,33 @@ def client_for_uri(uri: str) -> MlflowClient:
     return _client(uri)
 
 
+def missing_store(uri: str) -> Path | None:
+    """The database file of a sqlite ``uri`` that does not exist yet, else None."""
+    db = sqlite_path(uri)
+    return db if db is not None and not db.is_file() else None
+
+
+def no_store_error(db: Path) -> UserError:
+    """The one-line error of a read from a sqlite store that does not exist."""
+    return UserError(
+        f"no MLflow store at {db}: nothing has been tracked there yet; run from the project "
+        "directory, or set REFSAM_HOME (the project root) or MLFLOW_TRACKING_URI to the store"
+    )
+
+
+def read_client(
+    cfg: TrackingConfig | None = None, project_root: Path | None = None
+) -> MlflowClient:
+    """A client for READING the store of :func:`tracking_uri`: a sqlite store that does not
+    exist is a :class:`UserError` (MLflow would silently create an empty one, and its
+    folder, in the current directory)."""
+    uri = tracking_uri(cfg, project_root)
+    db = missing_store(uri)
+    if db is not None:
+        raise no_store_error(db)
+    return _client(uri)
+
+
 def experiment_name(cfg: RefSAMConfig) -> str:
     """One experiment per config family: ``tracking.experiment`` or the config's name."""
     return cfg.tracking.experiment or cfg.name
@@ -92,18 +123,24 @@ def _safe_dir_name(name: str) -> str:
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     """The id of experiment ``name``, created (with an explicit artifact location) if needed.
 
-    A deleted experiment of that name is restored. Safe against a concurrent creator.
+    A deleted experiment of that name is restored. Safe against a concurrent creator. The
+    experiment is tagged ``mlflow.experimentKind = custom_model_development`` (an existing
+    one without that tag gets it), so the MLflow UI treats it as model training.
     """
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         if existing.lifecycle_stage == "deleted":
             log.info("restoring deleted MLflow experiment %r", name)
             client.restore_experiment(existing.experiment_id)
+        if EXPERIMENT_KIND_TAG not in existing.tags:  # made before refsam set the kind
+            client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return existing.experiment_id
     root = artifact_root(client.tracking_uri)
     location = (root / _safe_dir_name(name)).as_uri() if root is not None else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except MlflowException as exc:
         again = client.get_experiment_by_name(name)
         if again is None:

@@ -17,10 +17,11 @@ Files: ``<run>/checkpoints/step-00000123.pt`` (the last ``keep_last`` kept) and
 ``best.pt`` (best selection metric so far).
 
 Failure modes (docs/reliability.md, "Training and checkpoints"): a write goes to
-``.<name>.tmp-<pid>``, is fsynced and renamed, so a kill never leaves a partial file under a
+``.<name>.tmp-<pid>-<tid>``, is fsynced and renamed, so a kill never leaves a partial file under a
 final name; a failed write (ENOSPC, EIO, …) removes its temporary and raises an ``OSError``
 that names the final file (``torch.save`` itself would turn it into an anonymous
-``RuntimeError``). ``--resume auto`` skips a step checkpoint that cannot be read (torn,
+``RuntimeError``). Reading a checkpoint (weights-only, refusing pickled code) is
+:func:`refsam.modeling.checkpoint.load_checkpoint`. ``--resume auto`` skips a step checkpoint that cannot be read (torn,
 truncated, garbage: a warning names it and it is moved aside to ``<name>.corrupt``) and
 resumes from the newest complete one; a file that holds pickled code or objects is refused
 (:class:`UnsafeCheckpointError`), never skipped silently and never run.
@@ -30,38 +31,29 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import pickletools
 import random
 import re
-import warnings
-import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
-from refsam.errors import UserError
+from refsam import fsio
+from refsam.modeling.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint,
+    load_weights_only,
+)
+from refsam.paths import not_found_message
 
 log = logging.getLogger(__name__)
 
-FORMAT = "refsam-checkpoint/1"
 STEP_PATTERN = re.compile(r"^step-(\d{8})\.pt$")
-TEMP_PATTERN = re.compile(r"^\..+\.tmp-\d+$")  # what atomic_save writes before renaming
 CORRUPT_SUFFIX = ".corrupt"
 BEST = "best.pt"
-# globals a refsam checkpoint's pickle may name (tensor rebuilding); anything else is suspect
-_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "numpy.")
-_MAX_PICKLE_BYTES = 64 << 20  # a bigger data.pkl is not disassembled for the message
-
-
-class CheckpointError(UserError):
-    """A checkpoint file is missing, unreadable or not a refsam training checkpoint."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint file holds pickled code or objects that a weights-only load refuses."""
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -102,17 +94,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- files
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _Sink:
     """The file object handed to ``torch.save``: it keeps the ``OSError`` of a failed write,
     which ``torch.save`` replaces by an anonymous ``RuntimeError`` ("unexpected pos …")."""
@@ -140,122 +121,29 @@ def atomic_save(payload: dict[str, Any], path: Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as handle:
-            sink = _Sink(handle)
-            try:
-                torch.save(payload, sink)
-            except RuntimeError:
-                if sink.error is None:
-                    raise
-                raise sink.error from None
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise OSError(exc.errno, f"{reason} (writing checkpoint)", str(path)) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+
+    def write(handle: IO[bytes]) -> None:
+        sink = _Sink(handle)
+        try:
+            torch.save(payload, sink)
+        except RuntimeError:
+            if sink.error is None:
+                raise
+            raise sink.error from None
+
+    fsio.atomic_write(path, write, what="writing checkpoint")
+    fsio.fsync_dir(path.parent)
     return path
 
 
 def remove_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporaries (``.<name>.tmp-<pid>``) that killed writers left in
-    ``directory``, with a warning naming each. Only call it while holding the run
-    directory's lock (a live writer's temporary would go too)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    removed = []
-    for path in sorted(directory.iterdir()):
-        if TEMP_PATTERN.match(path.name) and path.is_file():
-            log.warning("removing %s: a temporary left by an interrupted checkpoint write", path)
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    """Delete the temporaries that killed writers left in ``directory``, with a warning
+    naming each. Only call it while holding the run directory's lock (a live writer's
+    temporary would go too)."""
+    removed = fsio.remove_temporaries(directory)
+    for path in removed:
+        log.warning("removed %s: a temporary left by an interrupted checkpoint write", path)
     return removed
-
-
-def _reason(exc: BaseException) -> str:
-    """One short line out of torch's multi-line load errors."""
-    inner = exc.__context__ if isinstance(exc, pickle.UnpicklingError) else None
-    text = str(inner or exc) or type(exc).__name__
-    line = next((part.strip() for part in text.splitlines() if part.strip()), text)
-    line = line.split(". Please")[0].split(". This is an internal")[0]
-    return line if len(line) <= 200 else line[:199] + "…"
-
-
-def _pickled_globals(path: Path) -> list[str]:
-    """The globals (``module.name``) the pickles of a torch zip file would import, found by
-    disassembling them (``pickletools``: nothing is built or run). Best effort: [] when the
-    file cannot be parsed."""
-    names: list[str] = []
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.infolist():
-                if not member.filename.endswith(".pkl") or member.file_size > _MAX_PICKLE_BYTES:
-                    continue
-                strings: list[str] = []
-                for op, arg, _pos in pickletools.genops(archive.read(member)):
-                    if op.name == "GLOBAL":
-                        names.append(str(arg).replace(" ", "."))
-                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                        names.append(f"{strings[-2]}.{strings[-1]}")
-                    elif isinstance(arg, str):
-                        strings.append(arg)
-    except Exception:  # a disassembler error only means we cannot name them
-        pass
-    return names
-
-
-def _unsafe_reason(path: Path, exc: BaseException) -> str | None:
-    """Why a file the weights-only unpickler refused holds code or objects (None: it is
-    torn or garbage instead). A refused global, or any unpickling failure inside a
-    complete torch zip file (e.g. a pickle protocol torch never writes, hiding a global)."""
-    if not isinstance(exc, pickle.UnpicklingError):
-        return None
-    refused_global = any("GLOBAL" in str(e) for e in (exc, exc.__context__) if e is not None)
-    if not refused_global and not zipfile.is_zipfile(path):
-        return None
-    suspects = [n for n in _pickled_globals(path) if not n.startswith(_SAFE_GLOBALS)]
-    if suspects:
-        return f"it imports {', '.join(sorted(set(suspects))[:4])}"
-    return _reason(exc)
-
-
-def _torch_load(path: Path, **kwargs: Any) -> Any:
-    """``torch.load(weights_only=True)`` without torch's pickle-protocol warning (an error
-    message of ours follows when it matters; the CLI's errors stay one line)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-        return torch.load(path, weights_only=True, **kwargs)
-
-
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint with ``weights_only=True``; CheckpointError if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = _torch_load(path, map_location=map_location)
-    except Exception as exc:  # any unreadable file is bad input, reported with its path
-        unsafe = _unsafe_reason(path, exc)
-        if unsafe is not None:
-            raise UnsafeCheckpointError(
-                f"{path}: refused by the weights-only loader, it holds pickled code or "
-                f"objects that are not tensors ({unsafe}); nothing in it was run"
-            ) from None
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint, truncated or corrupt ({_reason(exc)})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path}: not a refsam training checkpoint (expected format {FORMAT!r}; "
-            "an official SAM file goes in model.sam_checkpoint)"
-        )
-    return payload
 
 
 def step_path(directory: Path, step: int) -> Path:
@@ -309,9 +197,9 @@ def check_resumable(path: Path) -> None:
     costs little more than opening the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(not_found_message(path))
     try:
-        payload = _torch_load(path, map_location="cpu", mmap=True)
+        payload = load_weights_only(path, map_location="cpu", mmap=True)
     except Exception:
         payload = load_checkpoint(path)  # classifies the failure (or reads a non-zip file)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -332,7 +220,7 @@ def resolve_resume(resume: Path | str | None, directory: Path) -> Path | None:
     if str(resume) != "auto":
         path = Path(resume)
         if not path.is_file():
-            raise CheckpointError(f"--resume {path}: checkpoint not found")
+            raise CheckpointError("--resume " + not_found_message(path))
         check_resumable(path)
         return path
     for found in reversed(list_step_checkpoints(directory)):

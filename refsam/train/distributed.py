@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from refsam.errors import ConfigError
+from refsam.modeling.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available else CPU; ``cuda`` without a GPU is a ConfigError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available (use cpu or auto)")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"--device {device!r}: expected cpu, cuda or auto")
-    return torch.device(device)
 
 
 def env_world_size() -> int:
@@ -88,31 +77,9 @@ def wrap_model(model: nn.Module, env: DistEnv) -> nn.Module:
     )
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def barrier(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.barrier()
-
-
-def all_reduce_mean(value: float, env: DistEnv) -> float:
-    """Mean of a float over ranks (the value itself in a world of one)."""
-    if not env.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=env.device)
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / env.world_size
-
-
-def broadcast_object(obj: object, env: DistEnv) -> object:
-    """Rank 0's ``obj`` on every rank."""
-    if not env.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def cleanup(env: DistEnv) -> None:

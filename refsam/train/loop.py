@@ -22,7 +22,7 @@ from torch import nn
 from refsam.config import AugmentConfig
 from refsam.data.loader import build_train_loader
 from refsam.data.types import ClipBatch
-from refsam.train.losses import mask_loss
+from refsam.train.losses import MaskLoss, mask_loss
 from refsam.train.schedule import WarmupCosine
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def clip_loss(
     *,
     focal_weight: float = 1.0,
     dice_weight: float = 1.0,
-):  # noqa: ANN201 - returns MaskLoss
+) -> MaskLoss:
     """Forward one batch of clips (frame by frame, state carried) and its loss."""
     frames = batch.frames.to(device, non_blocking=True)
     with precision.autocast():

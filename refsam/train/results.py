@@ -1,11 +1,10 @@
-"""What a training run returns (INTERFACES.md), and where its run directory is."""
+"""What a training run returns (INTERFACES.md)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from refsam.config import RefSAMConfig
 from refsam.modeling import RefSAM
 
 
@@ -36,11 +35,8 @@ class TrainResult:
     trainable_params: dict[str, int]
     dry_run: bool = False
     parameter_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    report: str = ""  # a dry run's summary (what `refsam train --dry-run` prints)
     model: RefSAM | None = field(default=None, repr=False)
-
-
-def run_dir_of(cfg: RefSAMConfig) -> Path:
-    return Path(cfg.train.output_dir) / cfg.train.run_name
 
 
 def trainable_counts(model: RefSAM) -> dict[str, int]:

@@ -23,14 +23,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from refsam.data.lock import output_lock
+from refsam.paths import run_dir
 from refsam.train.checkpoint import remove_temporaries
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def run_dir(cfg: Any) -> Path:
-    """``<train.output_dir>/<train.run_name>`` (same as ``results.run_dir_of``)."""
-    return Path(cfg.train.output_dir) / cfg.train.run_name
 
 
 def _is_rank_zero() -> bool:

@@ -6,7 +6,8 @@ cosine schedule, starting from the previous stage's weights. Checkpoints every
 ``checkpoint_every`` steps and at each stage's end (rank 0 only); ``resume`` (a path or
 ``"auto"``) continues exactly: weights, optimiser, schedule, scaler, RNG states and the
 loader position are restored, so an interrupted CPU run ends with the same weights as an
-uninterrupted one.
+uninterrupted one. A completed training points ``<output_dir>/<run_name>-latest`` at its
+run directory (:func:`refsam.paths.point_latest_run`).
 """
 
 from __future__ import annotations
@@ -21,24 +22,24 @@ from tqdm import tqdm
 
 from refsam.config import RefSAMConfig, StageConfig
 from refsam.modeling import RefSAM
+from refsam.modeling.checkpoint import FORMAT, load_checkpoint, load_model_state
+from refsam.paths import point_latest_run, run_dir
+from refsam.runlog import NullRunLogger, RunLogger
 from refsam.train import distributed as dist_utils
 from refsam.train.checkpoint import (
-    FORMAT,
     CheckpointManager,
     capture_rng_state,
-    load_checkpoint,
     resolve_resume,
     restore_rng_state,
 )
-from refsam.train.logging import NullRunLogger, RunLogger
+from refsam.train.curve import curve_due, measure_curve
 from refsam.train.loop import BatchStream, LoaderPosition, resolve_precision, train_step
-from refsam.train.results import StageResult, TrainResult, run_dir_of, trainable_counts
+from refsam.train.results import StageResult, TrainResult, trainable_counts
 from refsam.train.rundir_lock import holds_run_dir_lock
 from refsam.train.schedule import WarmupCosine, build_optimizer
 from refsam.train.state import (
     build_model,
     data_manifests,
-    load_model_state,
     model_state,
     sam_reference,
     seed_everything,
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 def resume_run_id(cfg: RefSAMConfig, resume: Path | str | None) -> str | None:
     """The tracking run id stored in the checkpoint ``resume`` resolves to (for the CLI)."""
-    path = resolve_resume(resume, run_dir_of(cfg) / "checkpoints")
+    path = resolve_resume(resume, run_dir(cfg) / "checkpoints")
     return None if path is None else load_checkpoint(path).get("run_id")
 
 
@@ -85,7 +86,7 @@ class _Trainer:
 
     def __init__(self, cfg: RefSAMConfig, env: dist_utils.DistEnv, logger: RunLogger) -> None:
         self.cfg, self.env, self.logger = cfg, env, logger
-        self.run_dir = run_dir_of(cfg)
+        self.run_dir = run_dir(cfg)
         self.manager = CheckpointManager(
             self.run_dir / "checkpoints", keep_last=cfg.train.keep_last
         )
@@ -102,9 +103,22 @@ class _Trainer:
         self.best_checkpoint: Path | None = None
 
     # ---------------------------------------------------------------- checkpoints
+    def restore(self, payload: dict[str, Any], path: Path) -> None:
+        """Continue the run of checkpoint ``path`` (already read into ``payload``): its
+        model tensors, global step, last metrics and best selection value. Its RNG state
+        (in :func:`train`) and optimiser, schedule and loader position (in
+        :meth:`run_stage`) are restored just before training continues."""
+        load_model_state(self.model, payload, path)
+        self.step = int(payload["progress"]["step"])
+        self.metrics = dict(payload.get("metrics") or {})
+        self.best = payload.get("best_metric")
+        self.best_checkpoint = self.manager.best_path
+        self.last_checkpoint = path
+        log.info("resuming from %s at step %d", path, self.step)
+
     def payload(
         self, stage: int, stage_step: int, optimizer, schedule, scaler, positions
-    ) -> dict[str, Any]:  # noqa: ANN001
+    ) -> dict[str, Any]:
         cfg = self.cfg
         return {
             "format": FORMAT,
@@ -133,7 +147,7 @@ class _Trainer:
 
     def save(
         self, stage: int, stage_step: int, optimizer, schedule, scaler, stream: BatchStream
-    ) -> None:  # noqa: ANN001
+    ) -> None:
         position = {"epoch": stream.position.epoch, "batches": stream.position.batches}
         positions = [position]
         if self.env.distributed:
@@ -277,6 +291,8 @@ class _Trainer:
                     }
                     metrics.update({f"lr/{k}": v for k, v in stats.lrs.items()})
                     self.logger.log_metrics(metrics, self.step)
+                if env.is_main and curve_due(cfg, self.step):  # watches only: same weights
+                    measure_curve(self.model, cfg, env.device, self.step, self.logger)
                 improved = False
                 if cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
                     improved = self.evaluate(final=False)
@@ -300,12 +316,15 @@ def train(
     resume: Path | str | None = None,
     logger: RunLogger | None = None,
     dry_run: bool = False,
+    final_eval: bool = True,
 ) -> TrainResult:
-    """Train every stage of ``cfg`` (module docstring); ``dry_run`` only checks and counts."""
+    """Train every stage of ``cfg`` (module docstring); ``dry_run`` only checks and counts;
+    ``final_eval=False`` skips the end-of-training evaluation (a caller that scores the
+    checkpoint itself), leaving ``cfg`` — and so the checkpoint's config hash — as given."""
     if dry_run:
         from refsam.train.dry_run import dry_run as run_dry
 
-        return run_dry(cfg)
+        return run_dry(cfg, resume=resume)
     if not cfg.train.stages:
         from refsam.errors import ConfigError
 
@@ -326,23 +345,19 @@ def train(
                     payload.get("config_hash"),
                     cfg.config_hash(),
                 )
-            load_model_state(trainer.model, payload, resume_path)
-            trainer.step = int(payload["progress"]["step"])
-            trainer.metrics = dict(payload.get("metrics") or {})
-            trainer.best = payload.get("best_metric")
-            trainer.best_checkpoint = trainer.manager.best_path
-            trainer.last_checkpoint = resume_path
-            log.info("resuming from %s at step %d", resume_path, trainer.step)
+            trainer.restore(payload, resume_path)
         elif cfg.train.init_from is not None:
             init = load_checkpoint(cfg.train.init_from)
             load_model_state(trainer.model, init, Path(cfg.train.init_from))
             log.info("initialised the model from %s", cfg.train.init_from)
         if env.is_main:
+            counts = trainable_counts(trainer.model)
             logger.log_params(
                 {
                     "config_hash": cfg.config_hash(),
                     "run_dir": str(trainer.run_dir),
-                    **{f"trainable/{k}": v for k, v in trainable_counts(trainer.model).items()},
+                    **{f"trainable/{k}": v for k, v in counts.items()},
+                    "trainable_params": sum(counts.values()),
                 }
             )
         start_stage = int(payload["progress"]["stage"]) if payload else 0
@@ -359,7 +374,7 @@ def train(
             ):
                 continue
             results.append(trainer.run_stage(index, stage, resume_state))
-        improved = trainer.evaluate(final=True)
+        improved = trainer.evaluate(final=True) if final_eval else False
         if (
             (improved or trainer.best_checkpoint is None)
             and env.is_main
@@ -371,6 +386,8 @@ def train(
                 trainer.best,
             )
             trainer.best_checkpoint = trainer.manager.save_best(payload_last)
+        if env.is_main and trainer.last_checkpoint:
+            point_latest_run(cfg)  # <output_dir>/<run_name>-latest: this (completed) run
         counts = trainable_counts(trainer.model)
         return TrainResult(
             run_dir=trainer.run_dir,

@@ -1,8 +1,6 @@
-"""Model building and the model side of checkpoints (what a checkpoint names and holds).
-
-A checkpoint rebuilds its model from the resolved config it stores, the base SAM file it
-names (path + sha256, checked when the trained parts only were saved) and the text
-encoder id; then the trained tensors are loaded strictly.
+"""Model building and what a training checkpoint names and holds (its model tensors, base
+SAM file, data manifests). Reading a checkpoint back into a model is
+:func:`refsam.modeling.checkpoint.model_from_checkpoint`.
 """
 
 from __future__ import annotations
@@ -10,18 +8,16 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from refsam.config import RefSAMConfig, config_from_dict
-from refsam.data.index import MANIFEST
-from refsam.errors import ConfigError
+from refsam.config import RefSAMConfig
+from refsam.data.index import manifest_hash
+from refsam.fsio import file_sha256
 from refsam.modeling import RefSAM, build_refsam_from_config
-from refsam.modeling.checkpoint import file_sha256
-from refsam.train.checkpoint import CheckpointError, load_checkpoint
+from refsam.modeling.checkpoint import FORMAT
+from refsam.paths import has_manifest, split_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +30,7 @@ def seed_everything(seed: int) -> None:
 
 
 def shard_dir(cfg: RefSAMConfig, dataset: str, split: str) -> Path:
-    return Path(cfg.data.shards_root) / dataset / split
-
-
-def manifest_hash(directory: Path) -> str | None:
-    """sha256 of a shard directory's ``manifest.json`` (None when absent)."""
-    path = Path(directory) / MANIFEST
-    return file_sha256(path) if path.is_file() else None
+    return split_dir(cfg.data.shards_root, dataset, split)
 
 
 def data_manifests(cfg: RefSAMConfig) -> dict[str, str]:
@@ -48,9 +38,9 @@ def data_manifests(cfg: RefSAMConfig) -> dict[str, str]:
     splits = [d for stage in cfg.train.stages for d in stage.datasets] + list(cfg.eval.sets)
     out: dict[str, str] = {}
     for split in splits:
-        digest = manifest_hash(shard_dir(cfg, split.dataset, split.split))
-        if digest is not None:
-            out[split.tag] = digest
+        directory = shard_dir(cfg, split.dataset, split.split)
+        if has_manifest(directory):
+            out[split.tag] = manifest_hash(directory)
     return out
 
 
@@ -63,8 +53,11 @@ def sam_reference(cfg: RefSAMConfig) -> dict[str, str] | None:
 
 
 def build_model(cfg: RefSAMConfig) -> RefSAM:
-    """The model of ``cfg.model`` on the CPU (SAM checkpoint loaded strictly when named)."""
-    return build_refsam_from_config(cfg.model)
+    """The model of ``cfg.model`` on the CPU (SAM checkpoint loaded strictly when named),
+    with ``cfg.train.activation_checkpointing`` applied."""
+    model = build_refsam_from_config(cfg.model)
+    model.activation_checkpointing = cfg.train.activation_checkpointing
+    return model
 
 
 def model_state(model: RefSAM, *, full: bool) -> dict[str, torch.Tensor]:
@@ -73,78 +66,13 @@ def model_state(model: RefSAM, *, full: bool) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
-def load_model_state(model: RefSAM, payload: dict[str, Any], source: Path) -> None:
-    """Load a checkpoint's ``model`` tensors into ``model`` (strict on keys); anything but
-    a dict of named tensors is a CheckpointError naming ``source``."""
-    state = payload.get("model")
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise CheckpointError(f"{source}: its 'model' entry is not a dict of named tensors")
-    try:
-        if payload.get("model_scope") == "full":
-            model.load_state_dict(state, strict=True)
-        else:
-            model.load_trainable_state_dict(state)
-    except (RuntimeError, ConfigError) as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
-
-
-def config_of(payload: dict[str, Any], source: Path) -> RefSAMConfig:
-    """The resolved config stored in a checkpoint."""
-    try:
-        data = yaml.safe_load(payload["config_yaml"])
-    except (KeyError, yaml.YAMLError) as exc:
-        raise CheckpointError(f"{source}: no readable config in the checkpoint ({exc})") from None
-    return config_from_dict(data, f"{source} (stored config)")
-
-
-def check_sam_reference(payload: dict[str, Any], cfg: RefSAMConfig, source: Path) -> None:
-    """When only trained parts were saved, the named SAM file must exist and match."""
-    reference = payload.get("sam_checkpoint")
-    if reference is None or payload.get("model_scope") == "full":
-        return
-    path = Path(reference["path"])
-    if not path.is_file():
-        raise CheckpointError(
-            f"{source}: needs its base SAM checkpoint {path} (not found); put the file there "
-            "or pass a checkpoint saved with train.save_full_model=true"
-        )
-    digest = file_sha256(path)
-    if digest != reference["sha256"]:
-        raise CheckpointError(
-            f"{source}: base SAM checkpoint {path} has sha256 {digest[:12]}…, the checkpoint "
-            f"was trained on {reference['sha256'][:12]}…"
-        )
-
-
-def model_from_checkpoint(
-    path: Path, device: str | torch.device = "cpu"
-) -> tuple[RefSAM, RefSAMConfig]:
-    """Rebuild and load the model of a training checkpoint (eval mode, on ``device``)."""
-    payload = load_checkpoint(path)
-    cfg = config_of(payload, path)
-    check_sam_reference(payload, cfg, path)
-    model_cfg = cfg.model
-    if payload.get("model_scope") == "full" and model_cfg.sam_checkpoint is not None:
-        model_cfg = model_cfg.model_copy(update={"sam_checkpoint": None})
-    model = build_refsam_from_config(model_cfg)
-    if payload.get("model_scope") == "full":
-        model.sam_checkpoint = cfg.model.sam_checkpoint and str(cfg.model.sam_checkpoint)
-    load_model_state(model, payload, path)
-    from refsam.train.distributed import resolve_device
-
-    target = resolve_device(str(device)) if isinstance(device, str) else device
-    return model.to(target).eval(), cfg
-
-
 def save_model_checkpoint(
     model: RefSAM, cfg: RefSAMConfig, path: Path, *, run_id: str | None = None
 ) -> Path:
     """A weights-only checkpoint of ``model`` (no optimiser state) that
     :func:`model_from_checkpoint` and ``refsam evaluate/predict`` read (e.g. an untrained
     baseline, or a model exported from a notebook)."""
-    from refsam.train.checkpoint import FORMAT, atomic_save
+    from refsam.train.checkpoint import atomic_save
 
     payload = {
         "format": FORMAT,

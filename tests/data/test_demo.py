@@ -17,8 +17,8 @@ from pycocotools import mask as mask_utils
 
 from refsam.cli import main
 from refsam.data.demo import build_plan, generate_demo
-from refsam.data.demo_language import matching_objects
-from refsam.data.demo_scenes import ATTRIBUTES, object_mask, render_labels
+from refsam.data.demo.language import matching_objects
+from refsam.data.demo.scenes import ATTRIBUTES, object_mask, render_labels
 from refsam.errors import UserError
 
 

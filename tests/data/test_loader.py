@@ -274,7 +274,7 @@ def test_pickle_members_are_never_decoded(ingested, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 
     class Exploit:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (Path.touch, (marker,))
 
     with (

@@ -14,8 +14,10 @@ from refsam.cli import main
 from refsam.config import RefSAMConfig, load_config
 from refsam.data.loader import iter_eval_videos
 from refsam.errors import DataError, UserError
-from refsam.eval import layouts
 from refsam.eval.evaluator import EvalResult, evaluate, evaluate_model
+from refsam.eval.families.mevis import score_mevis
+from refsam.eval.families.ref_davis17 import score_ref_davis17
+from refsam.eval.families.ref_youtube_vos import score_ytvos
 from refsam.eval.io import read_png
 from refsam.eval.submission import check_submission
 from refsam.train.state import build_model, save_model_checkpoint
@@ -70,7 +72,7 @@ def test_ytvos_valid_layout_scores_and_zip(
     meta = json.loads((heldout / "meta_expressions.json").read_text())
     meta["videos"] = {v.video: meta["videos"][v.video] for v in videos}  # competition videos
     (tmp_path / "meta.json").write_text(json.dumps(meta))
-    rescored = layouts.score_ytvos(tmp_path / "predictions", heldout, tmp_path / "meta.json")
+    rescored = score_ytvos(tmp_path / "predictions", heldout, tmp_path / "meta.json")
     for key in ("J", "F", "J&F"):
         assert result.metrics[key] == pytest.approx(rescored.summary[key], abs=1e-9)
     assert result.metrics["n_expressions"] == n_expressions
@@ -100,7 +102,7 @@ def test_ref_davis17_four_sets_match_the_folder_protocol(
     for k in range(4):
         assert (tmp_path / "predictions" / f"anno_{k}").is_dir()
     davis_root = demo_root / "raw" / "ref-davis" / "DAVIS"
-    rescored = layouts.score_ref_davis17(tmp_path / "predictions", davis_root)
+    rescored = score_ref_davis17(tmp_path / "predictions", davis_root)
     for key in ("J", "F", "J&F"):
         assert result.metrics[key] == pytest.approx(rescored.summary[key], abs=1e-9)
     assert result.metrics["n_sets"] == 4
@@ -114,7 +116,7 @@ def test_mevis_heldout_and_refcoco(
     checkpoint: Path, shards: Path, demo_root: Path, tmp_path: Path
 ) -> None:
     mevis = _run(checkpoint, shards, demo_root, tmp_path / "mevis", "mevis", "valid")
-    rescored = layouts.score_mevis(
+    rescored = score_mevis(
         tmp_path / "mevis" / "predictions", demo_root / "heldout" / "mevis" / "valid"
     )
     assert mevis.metrics["J&F"] == pytest.approx(rescored.summary["J&F"], abs=1e-9)

@@ -5,8 +5,8 @@ The retrain flow runs three times into one registry. Masks are thresholded at th
 so the scores depend on the data, not on four training steps: at 0.9999 nothing is
 predicted (J&F = the share of object-frames where the object is absent), at 0.0001 every
 pixel whose object probability beats the 0.1 background is.
-1. ingest through a local Dask cluster (prefect-dask), train, evaluate both eval sets
-   (threshold 0.9999) → the first champion;
+1. ingest through a local Dask cluster (prefect-dask), train (with a J&F-vs-step curve),
+   evaluate both eval sets (threshold 0.9999) → the first champion;
 2. the same again through `refsam pipeline --no-ingest` (selection set only) → a tie:
    the champion is kept;
 3. threshold 0.0001 on re-ingested eval data (shard size 1 → another manifest hash) →
@@ -62,7 +62,8 @@ def build_history(demo_root: Path, work: Path) -> History:
     with LocalCluster(
         n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
     ) as cluster:
-        first = smoke_overrides(demo_root, work, "shards", *empty)
+        curve = ["eval.curve_every=2", "eval.curve_videos=1"]  # the J&F-vs-step plot's curve
+        first = smoke_overrides(demo_root, work, "shards", *empty, *curve)
         runs.append(retrain_flow(CONFIG, first, dask_address=cluster.scheduler_address))
     second = ["pipeline", "--config", CONFIG, "--no-ingest"]  # the CLI; shards of run 1
     for override in smoke_overrides(demo_root, work, "shards", *empty, *davis_only):

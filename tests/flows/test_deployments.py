@@ -119,7 +119,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[subproces
 
 def test_deploy_all_and_run_nightly_retrain_through_a_worker(
     server, demo_root: Path, tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     api, env, started = server
     _cli(["work-pool", "create", "refsam-local", "--type", "process"], env, timeout=120)
     _cli(["--no-prompt", "deploy", "--all"], env, timeout=240)

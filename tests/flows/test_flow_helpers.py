@@ -20,6 +20,7 @@ from flows.common import (
     SERVER_START_TIMEOUT_S,
     is_transient_io,
     load_flow_config,
+    mlflow_model_url,
     mlflow_run_url,
     mlflow_ui_command,
     parse_selection,
@@ -82,11 +83,15 @@ def test_torchrun_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 def test_mlflow_links(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REFSAM_MLFLOW_UI", raising=False)
     local = "sqlite:////p/mlruns/mlflow.db"
-    assert mlflow_run_url(local, "3", "r1") == "http://127.0.0.1:5000/#/experiments/3/runs/r1"
+    mode = "?workflowType=machine_learning"  # the UI's model-training mode, not GenAI
+    assert (
+        mlflow_run_url(local, "3", "r1") == f"http://127.0.0.1:5000/#/experiments/3/runs/r1{mode}"
+    )
     assert (
         mlflow_run_url("http://mlflow:5000/", "3", "r1")
-        == "http://mlflow:5000/#/experiments/3/runs/r1"
+        == f"http://mlflow:5000/#/experiments/3/runs/r1{mode}"
     )
+    assert mlflow_model_url(local, "refsam", "2").endswith(f"/#/models/refsam/versions/2{mode}")
     assert "--backend-store-uri sqlite:////p/mlruns/mlflow.db" in mlflow_ui_command(local)
     monkeypatch.setenv("REFSAM_MLFLOW_UI", "http://ui:8080")
     assert mlflow_run_url(local, "1", "r").startswith("http://ui:8080/#/")
@@ -189,13 +194,30 @@ def test_temporary_prefect_server_dies_with_the_process() -> None:
 
 def test_temporary_server_gets_time_to_start_unless_the_user_says_otherwise() -> None:
     """Prefect's 20 s default was not enough for a server creating its database on a busy
-    2-core machine (CI failed so); importing ``flows`` raises it even when Prefect was
+    2-core machine (CI failed so); ``prepare_prefect()`` raises it even when Prefect was
     imported first, and leaves a user's own value alone."""
     read = (
         "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; "
         "print(s.value())"
     )
-    assert _python(f"import prefect; import flows; {read}") == str(SERVER_START_TIMEOUT_S)
+    prepare = "from flows.common import prepare_prefect; prepare_prefect()"
+    assert _python(f"import prefect; {prepare}; {read}") == str(SERVER_START_TIMEOUT_S)
     assert SERVER_START_TIMEOUT_S >= 60
     assert _python(f"import prefect; {read}") == "20"  # Prefect's own default, for contrast
-    assert _python(f"import flows; {read}", **{SERVER_START_ENV: "7"}) == "7"
+    assert _python(f"{prepare}; {read}", **{SERVER_START_ENV: "7"}) == "7"
+
+
+_SIDE_EFFECTS = (
+    "import os, sys; {code}; "
+    "from flows.common import SERVER_START_ENV, _TieWhenImported; "
+    "print(SERVER_START_ENV in os.environ, any(isinstance(f, _TieWhenImported) for f in sys.meta_path))"
+)
+
+
+def test_importing_flows_leaves_prefect_alone_until_an_entry_point_prepares_it() -> None:
+    """Importing ``flows`` (and every flow module) sets no environment variable and hooks
+    no import; ``prepare_prefect()`` does both (``refsam pipeline`` calls it)."""
+    imports = "import flows, flows.ingest, flows.train, flows.evaluate, flows.retrain"
+    assert _python(_SIDE_EFFECTS.format(code=imports)) == "False False"
+    prepared = f"{imports}; from flows.common import prepare_prefect; prepare_prefect()"
+    assert _python(_SIDE_EFFECTS.format(code=prepared)) == "True True"

@@ -5,7 +5,7 @@ history (three smoke-config training runs with their nested evaluation runs, the
 What a user comes for must be on the pages: the training runs and their evaluation runs,
 J&F, the loss curve, and the champion in the registry. MLflow 3.17 opens an experiment in
 GenAI mode in a fresh browser whatever the experiment's tags, so the pages are opened in
-"Model training" mode (``?workflowType=machine_learning``, the switch at the top left).
+"Model training" mode (``?workflowType=machine_learning``, as the links the pipeline prints).
 
 ``pytest tests/flows/test_mlflow_ui.py --ui-screenshots docs/img`` also saves the README's
 two screenshots (runs-compared.png, run-charts.png).
@@ -132,9 +132,10 @@ def test_run_page_shows_j_and_f_evaluations_loss_curve_and_champion(
     first = history.runs[0]
     experiment, training = _runs(history)
     run = history.client().get_run(first.train.mlflow_run_id)
-    printed = first.train.mlflow_url  # the link the pipeline prints, on this server
-    assert printed.endswith(f"/#/experiments/{experiment}/runs/{run.info.run_id}")
-    page.goto(ui + printed[printed.index("/#/") :] + f"?{TRAINING_MODE}")
+    printed = first.train.mlflow_url  # the link the pipeline prints, opened on this server
+    assert printed.endswith(f"/#/experiments/{experiment}/runs/{run.info.run_id}?{TRAINING_MODE}")
+    page.goto(ui + printed[printed.index("/#/") :])
+    expect(page.get_by_role("link", name="Model registry")).to_be_visible()  # training mode
 
     expect(page.get_by_role("heading", name=run.info.run_name)).to_be_visible()
     jf = run.data.metrics[DAVIS_JF]
@@ -144,7 +145,14 @@ def test_run_page_shows_j_and_f_evaluations_loss_curve_and_champion(
         expect(page.get_by_role("link", name=evaluation, exact=True)).to_be_visible()
     version = first.decision.version  # "Registered models: refsam v1", linked to the version
     model_link = page.locator(f"a[href$='#/models/refsam/versions/{version}']")
-    expect(model_link).to_have_text(re.compile(rf"refsam\s*v{version}"))
+    expect(model_link.first).to_have_text(re.compile(rf"refsam\s*v{version}"))
+    # the checkpoint as an MLflow 3 logged model, registered as that version
+    expect(page.get_by_text("Logged models (1)", exact=True)).to_be_visible()
+    logged = page.locator("[role=row][row-id^='m-']")  # one row, split in the grid's panes
+    expect(logged).not_to_have_count(0)
+    assert logged.evaluate_all("rows => new Set(rows.map(r => r.getAttribute('row-id'))).size") == 1
+    expect(logged.filter(has_text="Ready")).not_to_have_count(0)
+    expect(logged.locator(f"a[href$='#/models/refsam/versions/{version}']")).not_to_have_count(0)
 
     page.get_by_role("tab", name="Model metrics").click()
     page.get_by_placeholder("Search metric charts").fill("train/")
@@ -183,19 +191,3 @@ def _scroll_to_top(card) -> None:  # noqa: ANN001
             if (pane) pane.scrollTop = 0;
         }"""
     )
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs issue 18 item 8 (tracking branch): the checkpoint logged as an MLflow 3 "
-    "logged model; drop this mark once it is merged",
-)
-def test_run_page_links_the_logged_model(history: History, ui: str, page) -> None:
-    from playwright.sync_api import expect
-
-    first = history.runs[0]
-    experiment = first.train.mlflow_experiment_id
-    page.goto(f"{ui}/#/experiments/{experiment}/runs/{first.train.mlflow_run_id}?{TRAINING_MODE}")
-    expect(page.get_by_test_id("key-value-Created at")).to_be_visible()  # "About this run"
-    logged = page.get_by_test_id("key-value-Logged models").get_by_role("link")
-    expect(logged).not_to_have_count(0, timeout=10_000)

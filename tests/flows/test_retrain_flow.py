@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from refsam.config import TrackingConfig
+from refsam.modeling.checkpoint import load_checkpoint
 from refsam.tracking.provenance import metric_key
 from tests.flows.history import CONFIG, History, smoke_overrides
 
@@ -37,7 +38,9 @@ def test_first_run_trains_evaluates_and_takes_champion(history: History) -> None
     assert d.promoted and d.version == "1" and d.champion_version is None
     assert d.champion_uri == "models:/refsam@champion" and Path(d.champion_checkpoint).is_file()
     assert d.value == first.evals[0].metrics["J&F"]
-    assert first.train.mlflow_url.endswith(f"/runs/{first.train.mlflow_run_id}")
+    assert first.train.mlflow_url.endswith(
+        f"/runs/{first.train.mlflow_run_id}?workflowType=machine_learning"
+    )
 
 
 def test_training_run_holds_params_metrics_artifacts_and_decision(history: History) -> None:
@@ -46,14 +49,35 @@ def test_training_run_holds_params_metrics_artifacts_and_decision(history: Histo
     run = client.get_run(first.train.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == first.train.run_name
     assert run.data.params["train.lr"] == "0.001" and run.data.params["model.variant"] == "tiny"
-    assert int(run.data.params["trainable_params"]) == first.train.total_trainable
+    params, tags = run.data.params, run.data.tags
+    assert int(params["trainable_params"]) == first.train.total_trainable
+    groups = {k.removeprefix("trainable/"): int(v) for k, v in params.items() if "trainable/" in k}
+    assert groups == first.train.trainable_params  # one naming: no trainable_params.<group>
+    assert not [k for k in params if k.startswith("trainable_params.")]
+    version = client.get_model_version("refsam", "1")
+    checkpoint = load_checkpoint(Path(first.train.checkpoint))
+    assert (  # one config hash everywhere
+        params["config_hash"]
+        == tags["refsam.config_hash"]
+        == checkpoint["config_hash"]
+        == version.tags["refsam.config_hash"]
+    )
+    assert [o.model_id for o in run.outputs.model_outputs] == [
+        version.source.removeprefix("models:/")
+    ]  # the run's "Logged models"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    curve = client.get_metric_history(run.info.run_id, "val/ref-davis17/valid/J_and_F")
+    assert sorted(m.step for m in curve) == [2, 4]
     jf = run.data.metrics[metric_key(f"eval/{SELECTION}")]
     assert jf == pytest.approx(first.decision.value)
     assert run.data.metrics["selection/candidate"] == pytest.approx(first.decision.value)
     assert run.data.tags["champion.promoted"] == "true"
     assert "train/loss" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "model"} <= artifacts
+    assert {"config.yaml", "plots"} <= artifacts
+    plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+    assert plots == ["plots/jf_vs_step.png"]
     evals = client.search_runs(
         [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
     )

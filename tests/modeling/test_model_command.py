@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from refsam.cli import main
+
+DEMO = str(Path(__file__).resolve().parents[2] / "configs" / "demo-tiny-cpu.yaml")
 
 
 def _rows(text: str) -> dict[str, tuple[int, int]]:
@@ -53,3 +56,19 @@ def test_bad_variant_and_width_exit_2(capsys):
     assert main(["model", "info", "vit_x"]) == 2
     assert "unknown variant" in capsys.readouterr().err
     assert main(["model", "info", "tiny", "--text-width", "-3"]) == 2
+
+
+def test_info_says_which_build_it_counts(capsys):
+    assert main(["model", "info", "tiny"]) == 0
+    plain = capsys.readouterr().out
+    assert (
+        "build: variant defaults, no config" in plain
+        and "--config configs/demo-tiny-cpu.yaml" in plain
+    )
+    assert main(["model", "info", "tiny", "--config", DEMO]) == 0
+    demo = capsys.readouterr().out
+    assert f"build: the model section of {DEMO} (" in demo
+    assert "adapters off" in demo and "adapters on" in plain
+    assert _rows(demo)["total"][1] != _rows(plain)["total"][1]  # why the build line matters
+    assert main(["model", "info", "vit_b", "--config", DEMO]) == 0
+    assert "size overrides are for tiny and are not applied" in capsys.readouterr().out

@@ -223,3 +223,57 @@ def test_gradients_of_clips_shared_by_expressions_are_bit_reproducible(build_tin
         assert len(digests) == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def _pseudo_clip_batch(random_frames):
+    """3 clips of T = 3: an image repeated (RefCOCO pseudo-clip), a real clip, and a clip
+    whose frames 1 and 2 repeat while frame 0 differs (per-frame augmentation excepted)."""
+    image = random_frames(1, 1, 3, 64, 64, seed=3)
+    video = random_frames(1, 3, 3, 64, 64, seed=4)
+    mixed = torch.cat([random_frames(1, 1, 3, 64, 64, seed=5), image.repeat(1, 2, 1, 1, 1)], 1)
+    return torch.cat([image.repeat(1, 3, 1, 1, 1), video, mixed])
+
+
+def test_repeated_frames_are_encoded_once_with_equal_outputs_and_gradients(
+    build_tiny, random_frames
+):
+    from refsam.modeling.encoder_pass import repeated_frames
+
+    frames = _pseudo_clip_batch(random_frames)
+    keep, source = repeated_frames(frames)
+    assert keep.tolist() == [True, False, False, True, True, True, True, True, False]
+    assert source.tolist() == [0, 0, 0, 1, 2, 3, 4, 5, 5]
+    texts = TEXTS + ["the blue square"]
+    clip_index = torch.tensor([0, 1, 2, 0])
+    targets = (random_frames(4, 3, 1, 64, 64, seed=6)[:, :, 0] > 127).float()
+    results = {}
+    for share in (False, True):
+        model = build_tiny(trainable=list(GROUPS), img_size=64).train()
+        model.share_repeated_frames = share
+        encoded: list[int] = []
+        hook = model.image_encoder.patch_embed.register_forward_hook(
+            lambda _m, inputs, _o, seen=encoded: seen.append(inputs[0].shape[0])
+        )
+        logits = model.forward_clip(frames, texts, clip_index=clip_index)
+        F.binary_cross_entropy_with_logits(logits, targets).backward()
+        hook.remove()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[share] = (encoded, logits.detach(), grads)
+    assert results[False][0] == [9] and results[True][0] == [6]  # 6 distinct frames, not 9
+    assert torch.allclose(results[True][1], results[False][1], atol=1e-5)
+    shared_grads, plain_grads = results[True][2], results[False][2]
+    assert shared_grads.keys() == plain_grads.keys() and any(
+        "image_encoder" in n for n in plain_grads
+    )
+    for name, grad in plain_grads.items():
+        assert torch.allclose(shared_grads[name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_clips_without_repeated_frames_take_the_usual_path(build_tiny, random_frames):
+    model = build_tiny(img_size=64).eval()
+    frames = random_frames(2, 3, 3, 64, 64)
+    with torch.no_grad():
+        shared = model.forward_clip(frames, TEXTS[:2])
+        model.share_repeated_frames = False
+        plain = model.forward_clip(frames, TEXTS[:2])
+    assert torch.equal(shared, plain)

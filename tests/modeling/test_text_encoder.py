@@ -72,3 +72,73 @@ def test_t5_paths_load_the_encoder_only(tmp_path):
     assert encoder.width == 32 and encoder.identifier == str(tmp_path)
     features = encoder(TEXTS)
     assert features.words.shape[::2] == (2, 32) and features.sentence.shape == (2, 32)
+
+
+def test_t5_folder_as_the_hub_ships_it_loads_its_sentencepiece_tokenizer(hub_style_t5):
+    """t5-3b's folder has spiece.model; without tokenizer.json the tokenizer is converted
+    with sentencepiece (a pinned dependency): without it transformers fails obscurely."""
+    from transformers import T5EncoderModel
+
+    assert not (hub_style_t5 / "tokenizer.json").exists()
+    encoder = TextEncoder(hub_style_t5)
+    assert isinstance(encoder.model, T5EncoderModel) and encoder.width == 32
+    features = encoder(TEXTS)
+    assert features.sentence.shape == (2, 32)
+    assert features.lengths[0] < features.lengths[1]  # real, different tokenisations
+
+
+def test_a_tokenizer_that_cannot_load_names_the_folder(hub_style_t5, tmp_path):
+    import shutil
+
+    broken = tmp_path / "t5-no-tokenizer"
+    shutil.copytree(hub_style_t5, broken)
+    (broken / "spiece.model").unlink()  # transformers would build an all-unknown tokenizer
+    with pytest.raises(ConfigError, match=r"tokenizer of .*t5-no-tokenizer has 4 tokens for"):
+        TextEncoder(broken)
+    (broken / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"cannot load the tokenizer of .*t5-no-tokenizer"):
+        TextEncoder(broken)
+
+
+def test_config_width_is_checked_when_the_encoder_loads(hub_style_t5):
+    from refsam.config import ModelConfig
+    from refsam.modeling import build_refsam_from_config
+
+    wrong = ModelConfig(variant="tiny", text_encoder=str(hub_style_t5), text_width=1024)
+    with pytest.raises(ConfigError, match=r"model.text_width: the config says 1024.*width 32"):
+        build_refsam_from_config(wrong)
+    right = ModelConfig(variant="tiny", text_encoder=str(hub_style_t5), text_width=32)
+    assert build_refsam_from_config(right).text_width == 32
+
+
+def test_real_recipes_name_the_original_t5_3b_with_its_width():
+    from pathlib import Path
+
+    from refsam.config import load_config
+
+    recipes = sorted(Path("configs").glob("refsam-vit*.yaml"))
+    assert len(recipes) == 6
+    for path in recipes:
+        model = load_config(path).model
+        assert Path(model.text_encoder).name == "t5-3b", path
+        assert model.text_width == 1024, path
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"), [(torch.float16, torch.float32), (torch.bfloat16, torch.bfloat16)]
+)
+def test_the_encoder_leaves_fp16_autocast_but_keeps_bf16(text_encoder, dtype, expected):
+    """T5 overflows in fp16: under an fp16 autocast the encoder computes in fp32 (the same
+    numbers as without autocast); bf16 autocast applies as usual."""
+    seen: list[torch.dtype] = []
+    linear = next(m for m in text_encoder.model.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    try:
+        plain = text_encoder(TEXTS)
+        with torch.autocast(device_type="cpu", dtype=dtype):
+            mixed = text_encoder(TEXTS)
+    finally:
+        hook.remove()
+    assert seen == [torch.float32, expected]
+    if dtype == torch.float16:
+        assert torch.equal(plain.words, mixed.words)

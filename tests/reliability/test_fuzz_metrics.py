@@ -30,7 +30,7 @@ def mask_pairs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @PROPS
 @given(masks=mask_pairs())
-def test_j_and_f_in_unit_interval_and_symmetric(masks) -> None:  # noqa: ANN001
+def test_j_and_f_in_unit_interval_and_symmetric(masks) -> None:
     a, b, void = masks
     for args in ((a, b), (a, b, void)):
         j, f = db_eval_iou(*args), db_eval_boundary(*args)
@@ -43,7 +43,7 @@ def test_j_and_f_in_unit_interval_and_symmetric(masks) -> None:  # noqa: ANN001
 
 @PROPS
 @given(masks=mask_pairs())
-def test_identical_masks_score_one(masks) -> None:  # noqa: ANN001
+def test_identical_masks_score_one(masks) -> None:
     a, _, void = masks
     assert np.all(db_eval_iou(a, a) == 1.0) and np.all(db_eval_boundary(a, a) == 1.0)
     assert np.all(db_eval_iou(a, a, void) == 1.0)
@@ -52,7 +52,7 @@ def test_identical_masks_score_one(masks) -> None:  # noqa: ANN001
 
 @PROPS
 @given(masks=mask_pairs())
-def test_disjoint_non_empty_masks_score_zero_j(masks) -> None:  # noqa: ANN001
+def test_disjoint_non_empty_masks_score_zero_j(masks) -> None:
     a, _, _ = masks
     b = ~a
     j = db_eval_iou(a, b)
@@ -82,7 +82,7 @@ def test_ris_summary_bounds(counts: list[tuple[int, int]]) -> None:
 
 @settings(PROPS, max_examples=60)
 @given(labels=st.integers(1, 20).flatmap(lambda h: arrays(np.uint8, (h, 7))))
-def test_palette_png_round_trip(labels: np.ndarray, tmp_path_factory) -> None:  # noqa: ANN001
+def test_palette_png_round_trip(labels: np.ndarray, tmp_path_factory) -> None:
     path = Path(tmp_path_factory.mktemp("png")) / "m.png"
     for palette in (True, False):
         path.write_bytes(encode_png(labels, palette=palette))

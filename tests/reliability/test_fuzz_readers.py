@@ -30,10 +30,10 @@ from refsam.data.loader import iter_eval_videos
 from refsam.data.plan import plan_ingest
 from refsam.data.rle import decode_rle, encode_mask, normalize_rle
 from refsam.data.shards import ingest, sample_members
-from refsam.data.sources.base import read_label_map
+from refsam.data.sources.raw_files import read_label_map
 from refsam.errors import DataError, UserError
 from refsam.eval.io import read_png
-from refsam.eval.layouts import _decode_rle
+from refsam.eval.layouts import decode_coco_rle
 
 FUZZ = settings(
     max_examples=30,
@@ -310,7 +310,7 @@ def test_rle_readers_accept_or_refuse_cleanly(rle: Any, h: int, w: int) -> None:
         assert decode_rle(normal, h, w).shape == (h, w)
     if isinstance(rle, dict):
         with contextlib.suppress(UserError):
-            _decode_rle(rle, "fuzz")
+            decode_coco_rle(rle, "fuzz")
 
 
 @settings(FUZZ, max_examples=100)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import refsam.data.sources.base as base
+import refsam.data.sources.raw_files as raw_files
 from refsam.cli import main
 from refsam.data.index import read_index, read_quarantine, verify
 from refsam.data.loader import iter_eval_videos
@@ -63,7 +63,7 @@ def _ingest_recording(dataset: str, split: str, raw: Path, out: Path) -> list[st
 
 def _outside(opened: list[str], *allowed: Path) -> list[str]:
     roots = [str(p.resolve()) for p in (*allowed, CATALOG)]
-    code = os.path.dirname(os.path.dirname(base.__file__))
+    code = os.path.dirname(os.path.dirname(raw_files.__file__))
     return [
         p
         for p in opened
@@ -281,7 +281,7 @@ def test_meta_json_size_cap_is_configurable(
     demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw = copy_raw(demo_root, tmp_path, "mevis")
-    monkeypatch.setattr(base, "MAX_JSON_BYTES", 1000)
+    monkeypatch.setattr(raw_files, "MAX_JSON_BYTES", 1000)
     with pytest.raises(
         DataError, match=r"more than the limit of 1000 bytes.*REFSAM_MAX_JSON_BYTES"
     ):

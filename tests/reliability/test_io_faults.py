@@ -18,6 +18,7 @@ from refsam.data.index import read_manifest, verify
 from refsam.data.loader import iter_eval_videos
 from refsam.data.shards import ingest
 from refsam.eval.submission import SubmissionZip
+from refsam.fsio import temporary_path
 from tests.reliability.helpers import Faults, copy_raw, snapshot, temporaries
 
 DATASET, SPLIT = "refcocog", "train"
@@ -115,7 +116,7 @@ def test_submission_zip_fault_keeps_the_previous_zip(
         sub.add("v1", "0", "00000", mask)
     previous = out.read_bytes()
     # ENOSPC from the kernel: the temporary name is a link to /dev/full
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(out)  # the name SubmissionZip writes to in this thread
     if Path("/dev/full").exists():
         tmp.symlink_to("/dev/full")
         with pytest.raises(OSError) as caught, SubmissionZip(out, layout="mevis") as sub:
@@ -158,7 +159,7 @@ class _Flaky(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # noqa: ANN001
+    def readinto(self, buffer) -> int:
         if self.pos >= self.fail_at:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         data = self.handle.read(min(len(buffer), self.fail_at - self.pos))
@@ -175,7 +176,7 @@ def _flaky_opens(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[str]:
     """The first ``failures`` opens of each shard fail half-way through the file."""
     opened: list[str] = []
 
-    def open_shard(path: str):  # noqa: ANN202
+    def open_shard(path: str):
         opened.append(path)
         if opened.count(path) <= failures:
             return io.BufferedReader(_Flaky(path, os.path.getsize(path) // 2))

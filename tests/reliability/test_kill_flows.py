@@ -222,7 +222,7 @@ def _integrity(db: Path) -> str:
         return con.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def _client(uri: str):  # noqa: ANN202
+def _client(uri: str):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -480,8 +480,8 @@ def test_killed_retrain_flow_reruns_to_a_valid_champion(demo_root: Path, tmp_pat
     registration; then a re-run completes and ``champion`` points to its valid version.
     After each kill the store is intact and no process of the killed run is left (Prefect's
     temporary server included); both re-runs find the ingest cached."""
+    from refsam.modeling.checkpoint import load_checkpoint
     from refsam.tracking import resolve_model_uri
-    from refsam.train.checkpoint import load_checkpoint
 
     p = Pipeline(tmp_path, demo_root, f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     client = _client(p.uri)

@@ -32,7 +32,8 @@ import torch
 from refsam.data.lock import LOCK_NAME
 from refsam.data.shards import ingest
 from refsam.data.sources import raw_dir_name
-from refsam.train.checkpoint import BEST, check_resumable, list_step_checkpoints, load_checkpoint
+from refsam.modeling.checkpoint import load_checkpoint
+from refsam.train.checkpoint import BEST, check_resumable, list_step_checkpoints
 from tests.reliability.helpers import temporaries
 
 ROOT = Path(__file__).resolve().parents[2]

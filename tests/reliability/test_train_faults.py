@@ -28,15 +28,13 @@ from refsam.cli import main
 from refsam.config import load_config
 from refsam.data.lock import LOCK_NAME
 from refsam.errors import LockError
-from refsam.train.checkpoint import (
-    BEST,
+from refsam.modeling.checkpoint import (
     FORMAT,
     CheckpointError,
     UnsafeCheckpointError,
-    atomic_save,
-    list_step_checkpoints,
     load_checkpoint,
 )
+from refsam.train.checkpoint import BEST, atomic_save, list_step_checkpoints
 from refsam.train.runner import train
 from tests.reliability.helpers import Faults, temporaries
 from tests.reliability.test_kill_train import (

@@ -15,6 +15,7 @@ from PIL import Image
 from refsam.cli import main
 from refsam.config import DataSplit, RefSAMConfig, StageConfig, TrackingConfig
 from refsam.errors import UserError
+from refsam.runlog import RunLogger
 from refsam.tracking import (
     compare_runs,
     flatten_params,
@@ -26,7 +27,6 @@ from refsam.tracking import (
     tracking_uri,
 )
 from refsam.tracking.provenance import git_commit
-from refsam.train.logging import RunLogger
 
 
 def _cfg(name: str = "unit", **train: object) -> RefSAMConfig:
@@ -307,3 +307,28 @@ def test_compare_runs_and_cli(store, capsys: pytest.CaptureFixture[str]) -> None
     assert out.index("vit_b") < out.index("tiny")  # newest first (left)
     assert main(["runs", "compare", "--last", "0"]) == 2
     assert "argument --last: expected a positive integer" in capsys.readouterr().err
+
+
+def test_experiments_are_marked_for_model_training(store) -> None:
+    """The MLflow UI opens a ``custom_model_development`` experiment on its training runs
+    (not the GenAI views); experiments made before refsam set the kind get it when a run
+    starts, and a kind the user chose is kept."""
+    client = _client(store)
+    with start_training_run(_cfg("kind-new"), system_metrics=False):
+        pass
+    old = client.create_experiment("kind-old")
+    client.create_experiment("kind-chosen", tags={"mlflow.experimentKind": "finetuning"})
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    with start_training_run(_cfg("kind-old"), system_metrics=False):
+        pass
+    with start_evaluation_run(_cfg("kind-chosen"), dataset="mevis", split="valid"):
+        pass
+    kinds = {
+        name: client.get_experiment_by_name(name).tags.get("mlflow.experimentKind")
+        for name in ("kind-new", "kind-old", "kind-chosen")
+    }
+    assert kinds == {
+        "kind-new": "custom_model_development",
+        "kind-old": "custom_model_development",
+        "kind-chosen": "finetuning",
+    }

@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from refsam.modeling.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from refsam.train.checkpoint import (
-    FORMAT,
-    CheckpointError,
     CheckpointManager,
     atomic_save,
     capture_rng_state,
     latest_checkpoint,
-    load_checkpoint,
     resolve_resume,
     restore_rng_state,
 )
@@ -45,7 +43,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> No
     path = atomic_save(_payload(1), tmp_path / "step-00000001.pt")
 
     class Unpicklable:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
@@ -112,3 +110,49 @@ def test_resolve_resume(tmp_path: Path) -> None:
     assert resolve_resume(str(explicit), directory) == explicit
     with pytest.raises(CheckpointError, match="not found"):
         resolve_resume(tmp_path / "nope.pt", directory)
+
+
+def test_a_missing_checkpoint_names_the_nearest_existing_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFSAM_HOME", str(tmp_path / "elsewhere"))
+    outputs = tmp_path / "outputs"
+    made = []
+    for age, name in enumerate(["demo-20261205-080000", "demo-20261204-080000", "other"]):
+        folder = outputs / name / "checkpoints"
+        folder.mkdir(parents=True)
+        for file in ("step-00000004.pt", "best.pt"):
+            (folder / file).write_bytes(b"")
+            os.utime(folder / file, (1e9 - age * 100, 1e9 - age * 100))
+        made.append(folder / "best.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(outputs / "demo" / "checkpoints" / "best.pt")
+    message = str(info.value)
+    assert "checkpoint not found; nearest existing: " in message
+    listed = message.split("nearest existing: ")[1].split(", ")
+    assert listed == [str(p) for p in made]  # same file name first, newest first, three
+    with pytest.raises(CheckpointError, match="--resume .*nearest existing"):
+        resolve_resume(outputs / "demo" / "checkpoints" / "step-00000009.pt", tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(
+        CheckpointError, match=r"not found \(no \*\.pt file near it nor under outputs/\)"
+    ):
+        load_checkpoint(empty / "best.pt")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"hello", "(KeyError 101: the pickle reads memo entry 101, never stored"),
+        (b"every garbage", "(IndexError: pop from empty list)"),
+    ],
+)
+def test_an_unreadable_checkpoint_keeps_the_underlying_error(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert f"bad.pt: not a readable checkpoint, truncated or corrupt {reason}" in str(info.value)

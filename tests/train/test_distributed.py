@@ -12,8 +12,8 @@ import torch
 import torch.multiprocessing as mp
 
 from refsam.config import RefSAMConfig, config_from_dict
-from refsam.errors import ConfigError, DataError
-from refsam.train.distributed import DistEnv, init_distributed, resolve_device, wrap_model
+from refsam.errors import DataError
+from refsam.train.distributed import DistEnv, init_distributed, wrap_model
 from refsam.train.loop import BatchStream
 
 STAGES = (
@@ -34,7 +34,7 @@ def _worker(rank: int, world: int, port: int, cfg_json: dict, out: str) -> None:
          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     )  # fmt: skip
     torch.set_num_threads(1)
-    from refsam.train.logging import MemoryRunLogger
+    from refsam.runlog import MemoryRunLogger
     from refsam.train.runner import train
 
     logger = MemoryRunLogger(run_id=f"run-{rank}")
@@ -52,14 +52,6 @@ def test_world_of_one_needs_no_process_group() -> None:
     model = torch.nn.Linear(2, 2)
     assert wrap_model(model, env) is model
     assert not torch.distributed.is_initialized()
-
-
-def test_device_choice() -> None:
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="no CUDA device"):
-            resolve_device("cuda")
 
 
 def test_fewer_shards_than_ranks_is_a_clear_error(make_config: Callable[..., RefSAMConfig]) -> None:

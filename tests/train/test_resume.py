@@ -11,7 +11,8 @@ import torch
 
 from refsam.config import RefSAMConfig
 from refsam.data.types import ClipBatch
-from refsam.train.checkpoint import list_step_checkpoints, load_checkpoint
+from refsam.modeling.checkpoint import load_checkpoint
+from refsam.train.checkpoint import list_step_checkpoints
 from refsam.train.loop import BatchStream, LoaderPosition
 from refsam.train.runner import train
 from refsam.train.state import shard_dir

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from refsam.cli import main
-from refsam.train.checkpoint import load_checkpoint
+from refsam.modeling.checkpoint import load_checkpoint
 
 from .conftest import CONFIGS
 
@@ -37,6 +38,10 @@ def test_smoke_train_then_evaluate(
     assert "trained 4 steps" in out and "ref-davis17/valid/J&F" in out
     run = tmp_path / "smoke"
     best = run / "checkpoints" / "best.pt"
+    latest = tmp_path / "smoke-latest"  # the README's outputs/<run_name>-latest
+    assert (
+        latest.is_symlink() and os.readlink(latest) == "smoke" and latest.resolve() == run.resolve()
+    )
     payload = load_checkpoint(best)
     assert payload["progress"]["step"] == 4 and payload["model_scope"] == "trainable"
     assert set(payload["data_manifests"]) >= {

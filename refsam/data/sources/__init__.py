@@ -2,7 +2,10 @@
 
 Every module in this package that defines a ``Source`` subclass decorated with
 :func:`register` is found automatically: adding a dataset is one new file here plus one
-catalog card ``datasets/<name>.yaml``. Nothing outside this registry branches on names.
+catalog card ``datasets/<name>.yaml``; how its predictions are written and scored is its
+evaluation family, registered beside it in :mod:`refsam.eval.families` (this package
+cannot import eval). Code outside the package registers a reader with :func:`register`
+and removes it with :func:`unregister`. Nothing outside the registries branches on names.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ def register(cls: type[Source]) -> type[Source]:
         raise RuntimeError(f"dataset {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def unregister(cls: type[Source]) -> None:
+    """Remove a reader registered with :func:`register` (e.g. a test's own dataset)."""
+    if _REGISTRY.get(cls.name) is cls:
+        del _REGISTRY[cls.name]
 
 
 def _discover() -> None:
@@ -81,4 +90,5 @@ __all__ = [
     "raw_dir_name",
     "register",
     "source_class",
+    "unregister",
 ]

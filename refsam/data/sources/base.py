@@ -1,4 +1,6 @@
-"""The reader contract and the helpers every raw-format reader shares.
+"""The reader contract (:class:`Source`) and the record-level helpers readers share; the
+file-level ones (JSON, names, layout checks, fingerprints, label maps) are in
+:mod:`refsam.data.sources.raw_files`.
 
 A reader (one per raw format, one file each) validates the whole-file inputs in its
 constructor — missing root, wrong layout, malformed JSON, unsafe pickle: a fatal
@@ -18,118 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from refsam.data.decode import check_jpeg, open_image
+from refsam.data.decode import check_jpeg
+from refsam.data.sources.raw_files import (
+    read_label_map,
+    require_dir,
+    tree_fingerprint,
+    unsafe_name,
+)
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem, VideoRecord
 from refsam.errors import DataError
-
-
-class DupDict(dict):
-    """A JSON object that keeps the first value of a repeated key and lists the repeats."""
-
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__()
-        self.duplicates: list[str] = []
-        for key, value in pairs:
-            if key in self:
-                self.duplicates.append(key)
-            else:
-                self[key] = value
-
-
-MAX_JSON_BYTES = int(os.environ.get("REFSAM_MAX_JSON_BYTES", 8 << 30))
-"""Largest metadata JSON file read (bytes); a bigger one is a clear DataError instead of an
-out-of-memory crash. 8 GiB by default (far above any published file); override with the
-environment variable ``REFSAM_MAX_JSON_BYTES`` or the ``max_bytes`` argument."""
-
-
-def load_json(path: Path, expected: str, *, max_bytes: int | None = None) -> Any:
-    """Parse a JSON file; a missing/malformed file is a DataError naming file, position and
-    what was expected. Objects are :class:`DupDict` (repeated keys are reported, not lost).
-    Files over ``max_bytes`` (default :data:`MAX_JSON_BYTES`) and nesting too deep for the
-    parser are DataErrors too."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; expected {expected}")
-    limit = MAX_JSON_BYTES if max_bytes is None else max_bytes
-    size = path.stat().st_size
-    if size > limit:
-        raise DataError(
-            f"{path}: {size} bytes, more than the limit of {limit} bytes for a metadata file "
-            "(raise it with REFSAM_MAX_JSON_BYTES if the file is genuine)"
-        )
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 (byte {exc.start}); expected {expected}") from exc
-    try:
-        return json.loads(text, object_pairs_hook=DupDict)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
-            f"expected {expected}"
-        ) from exc
-    except RecursionError:
-        raise DataError(f"{path}: JSON nested too deeply to parse; expected {expected}") from None
-
-
-def unsafe_name(value: Any) -> str | None:
-    """Why ``value`` cannot be used as one file/folder name under the raw root (a video id
-    or a frame name): None when it can. Refused: non-strings, empty, ``.``/``..``, path
-    separators and NUL (an absolute id would otherwise replace the root when joined)."""
-    if not isinstance(value, str) or not value:
-        return f"{value!r} is not a non-empty string"
-    if value in (".", "..") or any(c in value for c in ("/", "\\", "\0")):
-        return f"{value!r} is not a plain name (path separator, '..' or NUL)"
-    return None
-
-
-def natural_key(value: str) -> tuple[int, str]:
-    """Sort key: numeric ids in numeric order, then the others."""
-    return (int(value), "") if value.isdigit() else (1 << 62, value)
-
-
-def require_type(value: Any, kind: type, path: Path, where: str, expected: str) -> Any:
-    """Fatal DataError unless ``value`` is a ``kind`` (layout check of a whole file)."""
-    if not isinstance(value, kind):
-        raise DataError(f"{path}: {where} is a {type(value).__name__}; expected {expected}")
-    return value
-
-
-def require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise DataError(f"{path}: directory not found; expected {what}")
-    return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def tree_fingerprint(paths: list[Path], root: Path) -> str:
-    """sha256 over (relative path, size, mtime_ns) of every file under ``paths`` (sorted)."""
-    prefix = len(str(root)) + 1
-    entries: list[str] = []
-    stack = [str(p) for p in paths]
-    while stack:
-        base = stack.pop()
-        if os.path.isfile(base):
-            stat = os.stat(base)
-            entries.append(f"{base[prefix:]}\t{stat.st_size}\t{stat.st_mtime_ns}")
-            continue
-        if not os.path.isdir(base):
-            continue
-        with os.scandir(base) as it:
-            for entry in it:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                else:
-                    stat = entry.stat()
-                    entries.append(f"{entry.path[prefix:]}\t{stat.st_size}\t{stat.st_mtime_ns}")
-    entries.sort()
-    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+from refsam.fsio import file_sha256
 
 
 @dataclass
@@ -202,7 +102,7 @@ class Source(ABC):
 
     # ----- helpers shared by readers -----------------------------------------------------
     def note_metadata(self, path: Path) -> None:
-        self.metadata_files[str(path.relative_to(self.root))] = sha256_file(path)
+        self.metadata_files[str(path.relative_to(self.root))] = file_sha256(path)
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the raw root (as given when it is outside it)."""
@@ -368,7 +268,7 @@ class Source(ABC):
             self.rel(p): hashlib.sha256(b).hexdigest() for p, b in zip(paths, frames, strict=True)
         }
         for path in mask_paths or []:
-            sources[self.rel(path)] = sha256_file(path)
+            sources[self.rel(path)] = file_sha256(path)
         sources.update(self.metadata_files)
         record = VideoRecord(
             dataset=self.name,
@@ -405,20 +305,3 @@ def check_text(
             "empty_text", "expression", where, "empty expression text", video=video, exp_id=exp_id
         )
     return None
-
-
-def read_label_map(path: Path) -> Any:
-    """A palette ("P") or grey ("L") PNG → H×W uint8 label map (pixel value = object id).
-
-    Raises FileNotFoundError when missing and ValueError when unreadable or of another mode.
-    """
-    import numpy as np
-
-    data = path.read_bytes()
-    with open_image(data, "mask PNG") as image:
-        if image.mode not in ("P", "L"):
-            raise ValueError(f"mask PNG has mode {image.mode}; expected a palette (P) PNG")
-        try:
-            return np.asarray(image)
-        except (OSError, SyntaxError) as exc:
-            raise ValueError(f"unreadable mask PNG: {exc}") from exc

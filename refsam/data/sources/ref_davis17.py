@@ -10,12 +10,8 @@ import numpy as np
 
 from refsam.data.rle import encode_label
 from refsam.data.sources import register
-from refsam.data.sources.base import (
-    LoadResult,
-    Source,
-    natural_key,
-    require_dir,
-)
+from refsam.data.sources.base import LoadResult, Source
+from refsam.data.sources.raw_files import natural_key, require_dir
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem
 from refsam.errors import DataError
 
@@ -37,6 +33,8 @@ class RefDAVIS17(Source):
     raw_dir = "ref-davis"
     splits = ("train", "valid")
     masked_splits = ("train", "valid")
+    annotation_sets = len(TEXT_FILES)
+    """Expressions carry ``annotation_set`` 0 … annotation_sets − 1 (one per text file)."""
 
     def __init__(self, root: Path, split: str) -> None:
         super().__init__(root, split)

@@ -7,16 +7,8 @@ from pathlib import Path
 
 from refsam.data.rle import encode_label
 from refsam.data.sources import register
-from refsam.data.sources.base import (
-    DupDict,
-    LoadResult,
-    Source,
-    check_text,
-    load_json,
-    natural_key,
-    require_dir,
-    require_type,
-)
+from refsam.data.sources.base import LoadResult, Source, check_text
+from refsam.data.sources.raw_files import DupDict, load_json, natural_key, require_dir, require_type
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem
 
 META_EXPECTED = (

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 from refsam.data.rle import normalize_rle, polygons_to_rle, rle_area
 from refsam.data.sources import register
-from refsam.data.sources.base import LoadResult, Source, load_json, require_dir, require_type
+from refsam.data.sources.base import LoadResult, Source
+from refsam.data.sources.raw_files import load_json, require_dir, require_type
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem
 from refsam.errors import DataError
 

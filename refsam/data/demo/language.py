@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refsam.data.demo_scenes import APPEARANCE, ATTRIBUTES, Scene, ShapeObject
+from refsam.data.demo.scenes import APPEARANCE, ATTRIBUTES, Scene, ShapeObject
 
 PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"}
 MOTION_PHRASE = {
@@ -29,8 +29,10 @@ MOTION_PHRASE_PLURAL = {**MOTION_PHRASE, "still": "that are not moving"}
 
 
 @dataclass(frozen=True)
-class Expression:
-    """One referring expression and the structured facts it was built from."""
+class SceneExpression:
+    """One referring expression of a demo scene and the structured facts it was built from
+    (the attributes it states); :class:`refsam.data.types.Expression` is the record an
+    expression becomes once read back from a raw dataset."""
 
     exp_id: str
     text: str
@@ -110,7 +112,7 @@ def single_expression(
     appearance_only: bool = False,
     need_motion: bool = False,
     annotation_set: int | None = None,
-) -> Expression:
+) -> SceneExpression:
     """An unambiguous expression for ``target``: a minimal unique set plus 0–2 extras.
 
     Raises:
@@ -129,7 +131,7 @@ def single_expression(
     if need_motion and "motion" not in chosen:
         chosen.append("motion")
     attrs = {n: target.attributes()[n] for n in ATTRIBUTES if n in chosen}
-    return Expression(
+    return SceneExpression(
         exp_id=exp_id,
         text=_describe(attrs, style, rng, plural=False),
         obj_ids=(target.obj_id,),
@@ -153,10 +155,10 @@ def group_expressions(scene: Scene) -> list[dict[str, str]]:
 
 def multi_expression(
     rng: np.random.Generator, scene: Scene, attributes: dict[str, str], *, exp_id: str
-) -> Expression:
+) -> SceneExpression:
     """A plural expression whose referent is every object with ``attributes``."""
     ids = matching_objects(scene.objects, attributes)
-    return Expression(
+    return SceneExpression(
         exp_id=exp_id,
         text=_describe(attributes, "video", rng, plural=True),
         obj_ids=ids,

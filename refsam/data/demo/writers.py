@@ -20,8 +20,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from refsam.data.demo_language import Expression
-from refsam.data.demo_scenes import Scene, render_frame
+from refsam.data.demo.language import SceneExpression
+from refsam.data.demo.scenes import Scene, render_frame
 
 JPEG_QUALITY = 90
 VOID = 255
@@ -145,7 +145,7 @@ def _ytvos_objects(scene: Scene, frame_names: list[str], labels: list[np.ndarray
     return objects
 
 
-def _ytvos_expressions(expressions: list[Expression], *, with_obj: bool) -> dict:
+def _ytvos_expressions(expressions: list[SceneExpression], *, with_obj: bool) -> dict:
     out = {}
     for e in expressions:
         entry = {"exp": e.text}

@@ -11,8 +11,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from refsam.data.demo_scenes import SHAPES, render_frame
-from refsam.data.demo_writers import Mapper, progress, save_jpeg, save_json
+from refsam.data.demo.scenes import SHAPES, render_frame
+from refsam.data.demo.writers import Mapper, progress, save_jpeg, save_json
 
 CATEGORY_IDS = {shape: i + 1 for i, shape in enumerate(SHAPES)}
 

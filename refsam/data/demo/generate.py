@@ -1,8 +1,8 @@
-"""Embedded demo datasets: deterministic synthetic data in the published raw formats.
+"""The demo plan and its generator (deterministic synthetic data, published raw formats).
 
 :func:`build_plan` decides everything (scenes, object attributes and motion, expressions,
 splits, ids) from ``(seed, scale)``; :func:`generate_demo` renders the plan with the writers
-of :mod:`refsam.data.demo_writers` into ``<out>/raw/{ref-youtube-vos,ref-davis,mevis,coco}``
+of :mod:`refsam.data.demo.writers` into ``<out>/raw/{ref-youtube-vos,ref-davis,mevis,coco}``
 and the held-out ground truth into ``<out>/heldout/`` (DATA.md, INTERFACES.md). The plan is
 also the structured record of what every expression means (tests use it).
 """
@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from refsam.data import demo_coco, demo_writers
-from refsam.data.demo_language import (
-    Expression,
+from refsam.data.demo import coco, writers
+from refsam.data.demo.language import (
+    SceneExpression,
     group_expressions,
     multi_expression,
     single_expression,
 )
-from refsam.data.demo_scenes import Scene, make_scene
+from refsam.data.demo.scenes import Scene, make_scene
 from refsam.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class VideoPlan:
     split: str
     scene: Scene
     frame_names: list[str]
-    expressions: list[Expression]
+    expressions: list[SceneExpression]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class RefPlan:
     obj_id: int
     category_id: int
     split: str
-    sentences: list[Expression]
+    sentences: list[SceneExpression]
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,9 @@ def _hex_name(rng: np.random.Generator, length: int) -> str:
 
 def _video_expressions(
     rng: np.random.Generator, scene: Scene, count: int, *, mevis: bool
-) -> list[Expression]:
+) -> list[SceneExpression]:
     """``count`` single-object expressions (cycling over objects) plus MeViS group ones."""
-    expressions: list[Expression] = []
+    expressions: list[SceneExpression] = []
     order = [int(i) for i in rng.permutation(len(scene.objects))]
     seen: set[str] = set()
     for k in range(count * 3):
@@ -243,7 +243,7 @@ def _coco(seed: int, scale: Scale) -> tuple[list[ImagePlan], dict[str, list[RefP
                 family_refs.append(
                     RefPlan(
                         len(family_refs), image.ann_ids[obj.obj_id], image.image_id, obj.obj_id,
-                        demo_coco.CATEGORY_IDS[obj.shape], split, sentences,
+                        coco.CATEGORY_IDS[obj.shape], split, sentences,
                     )
                 )  # fmt: skip
         refs[family] = family_refs
@@ -324,7 +324,7 @@ def _check_args(out: Path, seed: int, scale: str, workers: int) -> None:
 
 
 @contextmanager
-def _mapper(workers: int) -> Iterator[demo_writers.Mapper]:
+def _mapper(workers: int) -> Iterator[writers.Mapper]:
     """``map`` itself for one worker, else the ordered ``map`` of a process pool (spawned:
     safe whatever threads the caller runs)."""
     if workers == 1:
@@ -333,7 +333,7 @@ def _mapper(workers: int) -> Iterator[demo_writers.Mapper]:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         for _ in range(workers):  # start the workers (imports) now, while the caller plans
-            pool.submit(demo_writers.ready)
+            pool.submit(writers.ready)
         yield partial(pool.map, chunksize=8)
 
 
@@ -364,12 +364,12 @@ def generate_demo(
         raw, heldout = staging / "raw", staging / "heldout"
         with _mapper(workers) as mapper:
             plan = build_plan(seed=seed, scale=scale)
-            demo_writers.write_ytvos(
+            writers.write_ytvos(
                 raw / "ref-youtube-vos", heldout / "ref-youtube-vos", plan.ytvos, mapper
             )
-            demo_writers.write_davis(raw / "ref-davis", plan.davis, mapper)
-            demo_writers.write_mevis(raw / "mevis", heldout / "mevis", plan.mevis, mapper)
-            demo_coco.write_coco(raw / "coco", plan.coco_images, plan.refs, mapper)
+            writers.write_davis(raw / "ref-davis", plan.davis, mapper)
+            writers.write_mevis(raw / "mevis", heldout / "mevis", plan.mevis, mapper)
+            coco.write_coco(raw / "coco", plan.coco_images, plan.refs, mapper)
         for name in ("raw", "heldout"):
             old = out / f".demo-old-{name}-{os.getpid()}"
             if (out / name).exists():
