@@ -74,7 +74,8 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 
 bench: setup
-	@set -e; for b in bench/*.py; do echo "==> $$b"; $(PY) $$b --quick; done
+	@set -e; for b in bench/[!_]*.py; do echo "==> $$b"; $(PY) $$b --quick; done
+	@echo "==> bench/loader.py --real-size"; $(PY) bench/loader.py --real-size --quick
 
 clean:
 	rm -rf datasets/demo outputs mlruns .prefect .pytest_cache

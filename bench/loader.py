@@ -7,6 +7,7 @@ opens the JPEG and palette-PNG files of the chosen frames. Both sides pick the s
 "cold" (its files evicted from the page cache with posix_fadvise(DONTNEED) first, as for a
 dataset larger than RAM) and "warm" (files cached). Goal: shards ÷ raw ≥ 1.3.
 Data: Ref-YouTube-VOS train of the small demo (96×160 frames).
+``--real-size``: the same at a real frame size (bench/_loader_real_size.py).
 """
 
 from __future__ import annotations
@@ -40,13 +41,18 @@ from refsam.data.transforms import (
 from refsam.paths import split_dir  # noqa: E402
 
 IMG_SIZE, FRAMES, BATCH, REPEATS = 128, 3, 8, 5
+REAL_SIZE_HELP = (
+    "real frame size instead: 1280x720 JPEGs decoded, augmented and resized to 1024 px; frames/s "
+    "per worker process, shards vs raw folders, peak RSS, decode/resize variants"
+)
 
 
 class RawFolderClips:
     """ReferFormer-style dataset over the raw Ref-YouTube-VOS layout (files per frame)."""
 
-    def __init__(self, root: Path, *, seed: int) -> None:
+    def __init__(self, root: Path, *, seed: int, img_size: int = IMG_SIZE) -> None:
         self.root = root
+        self.img_size = img_size
         meta = json.loads(
             (root / "meta_expressions" / "train" / "meta_expressions.json").read_text()
         )
@@ -82,7 +88,7 @@ class RawFolderClips:
             rng, frames[0].shape[0], frames[0].shape[1], masks[len(masks) // 2], AugmentConfig()
         )
         frames, masks_k, valid = augment_clip(frames, [masks], valid, params)
-        f, m, v, size = resize_and_pad(frames, masks_k, valid, IMG_SIZE)
+        f, m, v, size = resize_and_pad(frames, masks_k, valid, self.img_size)
         text = flip_text(text) if params.flip else text
         return {
             "frames": f,
@@ -151,8 +157,13 @@ def rss_over_epochs(shard_dir: Path, epochs: int) -> list[float]:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], flags={"--real-size": REAL_SIZE_HELP})
     torch.set_num_threads(1)
+    if args.real_size:
+        from _loader_real_size import real_size_main
+
+        real_size_main(full=bool(args.full), raw_dataset=RawFolderClips, raw_clips=raw_clips)
+        return
     raw = demo_small()
     root = raw / "ref-youtube-vos"
     shards_root = CACHE / "loader-shards"

@@ -133,6 +133,9 @@ class TrainConfig(_Strict):
     activation_checkpointing: bool = Field(
         default=False, description="recompute the image encoder's blocks in the backward pass"
     )
+    dist_timeout_min: float = Field(
+        default=30.0, gt=0, description="timeout of a torchrun job's collectives (minutes)"
+    )
     device_memory_gb: float | None = Field(
         default=None, gt=0, description="memory per accelerator; the dry run warns above it"
     )

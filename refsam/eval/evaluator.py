@@ -32,6 +32,7 @@ from refsam.eval import protocols
 from refsam.eval.families import FamilyRun, family_for
 from refsam.eval.ground_truth import heldout_dir_for, shard_dir_for
 from refsam.eval.predictor import FramePrediction, OnlinePredictor
+from refsam.eval.sharded import Shard, gather_on_main
 from refsam.eval.submission import zip_prediction_dir
 from refsam.eval.visualize import render_sequence_sheet
 from refsam.fsio import write_csv
@@ -124,11 +125,15 @@ def evaluate_model(
     max_videos: int | None = None,
     progress: bool = True,
     texts: Mapping[tuple[str, str], str] | None = None,
-) -> EvalResult:
+    shard: Shard = Shard(),
+) -> EvalResult | None:
     """Run ``model`` over ``dataset/split`` and write/score everything (module docstring).
 
     ``texts`` replaces the text of some ``(video, exp_id)`` expressions (controls such as
-    expressions swapped between videos); the ground truth stays the original's.
+    expressions swapped between videos); the ground truth stays the original's. ``shard``
+    (a rank of a torchrun job): this process predicts its share of the videos, rank 0
+    scores them all (:mod:`refsam.eval.sharded`) and returns the result; other ranks
+    return None.
     """
     family = family_for(dataset)
     was_training = model.training
@@ -141,18 +146,30 @@ def evaluate_model(
     held = family.heldout_gt(heldout_dir_for(heldout, dataset, split))
     family_run = family.start(pred_dir, threshold=predictor.threshold, heldout=held)
     run = _Run(predictor, family_run, dict(texts or {}))
-    for video in tqdm(
-        limited_videos(shard_dir, max_videos),
-        desc=f"eval {dataset}/{split}",
-        unit="video",
-        disable=not progress,
+    kept: list[tuple[int, object, int]] = []
+    videos = limited_videos(shard_dir, max_videos)
+    for index, video in enumerate(
+        tqdm(videos, desc=f"eval {dataset}/{split}", unit="video", disable=not progress)
     ):
+        if not shard.owns(index):
+            continue
+        before = run.frames
         run.video(video)
+        if shard.split:
+            kept.append((index, family_run.take(), run.frames - before))
     model.train(was_training)
+    frames = run.frames
+    if shard.split:
+        gathered = gather_on_main(shard, kept)
+        if not shard.is_main:
+            return None
+        for _, items, _ in gathered:
+            family_run.put(items)
+        frames = sum(count for _, _, count in gathered)
     seconds = time.perf_counter() - start
     result = family_run.score()
     metrics: dict[str, float | int | str] = dict(result.summary) if result else {}
-    metrics.update({"frames": run.frames, "frames_per_s": run.frames / max(seconds, 1e-9)})
+    metrics.update({"frames": frames, "frames_per_s": frames / max(seconds, 1e-9)})
     rows = _rows(result) if result else []
     csv_path = out / "per_sequence.csv"
     write_csv(csv_path, rows)
@@ -190,7 +207,7 @@ def evaluate_model(
         pred_dir,
         submission,
         overlay_paths,
-        run.frames,
+        frames,
         seconds,
         threshold,
     )

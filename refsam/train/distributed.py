@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -46,8 +47,10 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_distributed(device: str = "auto") -> DistEnv:
-    """Join the torchrun process group when ``WORLD_SIZE`` > 1; else a world of one."""
+def init_distributed(device: str = "auto", *, timeout_min: float = 30.0) -> DistEnv:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1; else a world of one.
+    ``timeout_min`` bounds every collective (``train.dist_timeout_min``): a rank that waits
+    longer fails with a timeout instead of hanging the job."""
     world_size = env_world_size()
     base = resolve_device(device)
     if world_size <= 1:
@@ -62,7 +65,12 @@ def init_distributed(device: str = "auto") -> DistEnv:
         run_device = torch.device("cpu")
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(
+            backend=backend,
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(minutes=timeout_min),
+        )
     log.info("rank %d/%d on %s (%s)", rank, world_size, run_device, backend)
     return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=run_device)
 

@@ -21,7 +21,8 @@ import torch
 from tqdm import tqdm
 
 from refsam.config import RefSAMConfig, StageConfig
-from refsam.modeling import RefSAM
+from refsam.eval.sets import evaluate_config_sets
+from refsam.eval.sharded import Shard
 from refsam.modeling.checkpoint import FORMAT, load_checkpoint, load_model_state
 from refsam.paths import point_latest_run, run_dir
 from refsam.runlog import NullRunLogger, RunLogger
@@ -53,32 +54,6 @@ def resume_run_id(cfg: RefSAMConfig, resume: Path | str | None) -> str | None:
     """The tracking run id stored in the checkpoint ``resume`` resolves to (for the CLI)."""
     path = resolve_resume(resume, run_dir(cfg) / "checkpoints")
     return None if path is None else load_checkpoint(path).get("run_id")
-
-
-def evaluate_sets(
-    model: RefSAM, cfg: RefSAMConfig, out: Path, device: torch.device, *, overlays: int
-) -> dict[str, float]:
-    """Score ``cfg.eval.sets``; keys ``<dataset>/<split>/<metric>`` (numbers only)."""
-    from refsam.eval.evaluator import evaluate_model
-
-    metrics: dict[str, float] = {}
-    for split in cfg.eval.sets:
-        result = evaluate_model(
-            model,
-            split.dataset,
-            split.split,
-            shards=cfg.data.shards_root,
-            out=out / f"{split.dataset}-{split.split}",
-            heldout=cfg.data.heldout_root,
-            device=device,
-            threshold=cfg.eval.mask_threshold,
-            overlays=overlays,
-            progress=False,
-        )
-        for key, value in result.metrics.items():
-            if isinstance(value, int | float):
-                metrics[f"{split.tag}/{key}"] = float(value)
-    return metrics
 
 
 class _Trainer:
@@ -160,18 +135,22 @@ class _Trainer:
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, *, final: bool) -> bool:
-        """Score the eval sets (rank 0); True when the selection metric improved."""
+        """Score the eval sets, each rank a share of the videos (no rank idles in a barrier
+        while rank 0 evaluates alone); True on rank 0 when the selection metric improved."""
         improved = False
-        if self.env.is_main and self.cfg.eval.sets:
+        if self.cfg.eval.sets:
             name = "final" if final else f"step-{self.step:08d}"
             overlays = self.cfg.eval.overlays if final else 0
-            self.metrics = evaluate_sets(
+            metrics = evaluate_config_sets(
                 self.model,
                 self.cfg,
                 self.run_dir / "eval" / name,
                 self.env.device,
                 overlays=overlays,
+                shard=Shard(self.env.rank, self.env.world_size),
             )
+        if self.env.is_main and self.cfg.eval.sets:
+            self.metrics = metrics
             self.logger.log_metrics({f"eval/{k}": v for k, v in self.metrics.items()}, self.step)
             value = self.metrics.get(self.cfg.eval.selection)
             log.info(
@@ -330,7 +309,7 @@ def train(
 
         raise ConfigError("train.stages: no stage to train")
     start = time.perf_counter()
-    env = dist_utils.init_distributed(cfg.train.device)
+    env = dist_utils.init_distributed(cfg.train.device, timeout_min=cfg.train.dist_timeout_min)
     logger = logger if (logger is not None and env.is_main) else NullRunLogger()
     try:
         trainer = _Trainer(cfg, env, logger)

@@ -42,7 +42,8 @@ def test_cuda_with_a_gpu() -> None:
 
 def test_there_is_one_resolve_device() -> None:
     from refsam.eval import predictor
-    from refsam.train import distributed, state
+    from refsam.modeling import checkpoint as state
+    from refsam.train import distributed
 
     assert predictor.resolve_device is distributed.resolve_device is state.resolve_device
     assert predictor.resolve_device is resolve_device

@@ -85,3 +85,83 @@ def test_two_process_gloo_training_stays_in_sync(
     assert rank0["logged"] > 0 and rank1["logged"] == 0  # only rank 0 logs
     checkpoints = sorted(p.name for p in (tmp_path / "outputs" / "ddp" / "checkpoints").iterdir())
     assert checkpoints == sorted([f"step-{s:08d}.pt" for s in range(1, 5)] + ["best.pt"])
+
+
+EVAL_SETS = [("ref-davis17", "valid"), ("ref-youtube-vos", "valid"), ("refcoco", "val")]
+
+
+def _eval_worker(rank: int, world: int, port: int, checkpoint: str, shards: str, heldout: str,
+                 out: str) -> None:  # fmt: skip
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    import json
+
+    from refsam.eval.evaluator import evaluate_model
+    from refsam.eval.sharded import Shard
+    from refsam.modeling.checkpoint import model_from_checkpoint
+
+    env = init_distributed("cpu", timeout_min=5)
+    model, cfg = model_from_checkpoint(Path(checkpoint))
+    for dataset, split in EVAL_SETS:
+        result = evaluate_model(
+            model, dataset, split, shards=Path(shards), out=Path(out) / f"{dataset}-{split}",
+            heldout=Path(heldout), device="cpu", threshold=cfg.eval.mask_threshold, overlays=2,
+            progress=False, shard=Shard(env.rank, env.world_size),
+        )  # fmt: skip
+        assert (result is None) == (rank != 0)
+        if result is not None:
+            (Path(out) / f"{dataset}-{split}.json").write_text(json.dumps(result.metrics))
+    torch.distributed.destroy_process_group()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix in (".png", ".csv", ".zip") and "overlays" not in p.parts
+    }
+
+
+@pytest.mark.slow
+def test_evaluation_split_over_two_gloo_ranks_equals_one_process(
+    make_config: Callable[..., RefSAMConfig], tmp_path: Path
+) -> None:
+    """Each rank predicts half of the videos, rank 0 scores them all: the same metrics,
+    predictions, tables and submission zips as one process (3 families: annotation sets,
+    expressions with held-out GT and a server zip, RefCOCO sentences)."""
+    import json
+
+    from refsam.eval.evaluator import evaluate_model
+    from refsam.train.state import build_model, save_model_checkpoint
+
+    cfg = make_config()
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    checkpoint = save_model_checkpoint(model, cfg, tmp_path / "model.pt")
+    shards, heldout = Path(cfg.data.shards_root), Path(cfg.data.heldout_root)
+    single = tmp_path / "single"
+    expected = {}
+    torch.set_num_threads(1)
+    for dataset, split in EVAL_SETS:
+        result = evaluate_model(
+            model.eval(), dataset, split, shards=shards, out=single / f"{dataset}-{split}",
+            heldout=heldout, device="cpu", threshold=cfg.eval.mask_threshold, overlays=2,
+            progress=False,
+        )  # fmt: skip
+        expected[(dataset, split)] = result.metrics
+    ranks = tmp_path / "ranks"
+    mp.start_processes(
+        _eval_worker,
+        args=(2, _free_port(), str(checkpoint), str(shards), str(heldout), str(ranks)),
+        nprocs=2, join=True, start_method="spawn",
+    )  # fmt: skip
+    for dataset, split in EVAL_SETS:
+        got = json.loads((ranks / f"{dataset}-{split}.json").read_text())
+        want = {k: v for k, v in expected[(dataset, split)].items() if k != "frames_per_s"}
+        assert {k: v for k, v in got.items() if k != "frames_per_s"} == want  # exactly
+        assert want["frames"] > 0 and "J&F" in want or "oIoU" in want
+        name = f"{dataset}-{split}"
+        assert _files(ranks / name) == _files(single / name), name

@@ -81,6 +81,16 @@ class FamilyRun(ABC):
     def score(self) -> ProtocolResult | None:
         """The protocol's result, None when no video had ground truth."""
 
+    def take(self) -> object:
+        r"""What the run kept since the last call (picklable), forgotten here: evaluation
+        on several ranks sends each video's share to rank 0, which :meth:`put`\ s them back
+        in video order. A family without it evaluates on one process only."""
+        raise NotImplementedError(f"{type(self).__name__} cannot evaluate on several ranks")
+
+    def put(self, kept: object) -> None:
+        """Add back what :meth:`take` returned (on rank 0)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot evaluate on several ranks")
+
 
 class EvalFamily(ABC):
     """How the datasets ``datasets`` are evaluated (module docstring)."""
@@ -175,3 +185,10 @@ class _ExpressionRun(FamilyRun):
 
     def score(self) -> ProtocolResult | None:
         return protocols.expressions(self.family.protocol, self.items) if self.items else None
+
+    def take(self) -> object:
+        kept, self.items = self.items, []
+        return kept
+
+    def put(self, kept: object) -> None:
+        self.items += kept  # type: ignore[arg-type]

@@ -120,6 +120,14 @@ class _AnnotationSetRun(FamilyRun):
             return None
         return protocols.ref_davis17([items for items in self.sets if items])
 
+    def take(self) -> object:
+        kept, self.sets = self.sets, [[] for _ in self.sets]
+        return kept
+
+    def put(self, kept: object) -> None:
+        for items, more in zip(self.sets, kept, strict=True):  # type: ignore[call-overload]
+            items += more
+
 
 FAMILY = register_family(
     AnnotationSetFamily(

@@ -105,6 +105,13 @@ class _SentenceRun(FamilyRun):
     def score(self) -> ProtocolResult | None:
         return protocols.refcoco(self.items) if self.items else None
 
+    def take(self) -> object:
+        kept, self.items = self.items, []
+        return kept
+
+    def put(self, kept: object) -> None:
+        self.items += kept  # type: ignore[arg-type]
+
 
 FAMILY = register_family(
     SentenceFamily(
