@@ -147,6 +147,7 @@ def evaluate_model(
     pred_dir = out / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
     held = family.heldout_gt(heldout_dir_for(heldout, dataset, split))
+    subsets = ExpressionSubsets.find(heldout, dataset, split)  # a bad file fails before inference
     family_run = family.start(pred_dir, threshold=predictor.threshold, heldout=held)
     run = _Run(predictor, family_run, dict(texts or {}))
     kept: list[tuple[int, object, int]] = []
@@ -173,8 +174,7 @@ def evaluate_model(
     result = family_run.score()
     metrics: dict[str, float | int | str] = dict(result.summary) if result else {}
     rows = _rows(result) if result else []
-    subsets = ExpressionSubsets.find(heldout, dataset, split) if rows else None
-    if subsets is not None:
+    if subsets is not None and rows:
         rows = subsets.tag(rows)
         metrics.update(subsets.metrics(rows))
     metrics.update({"frames": frames, "frames_per_s": frames / max(seconds, 1e-9)})
