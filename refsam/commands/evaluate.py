@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         f"({result.frames} frames, {result.metrics.get('frames_per_s', 0):.1f} frames/s, "
         f"mask threshold {result.threshold:g})"
     )
+    subsets = [k.removeprefix("n/") for k in result.metrics if k.startswith("n/")]
+    if subsets:
+        print("subsets: " + ", ".join(_subset_text(result.metrics, name) for name in subsets))
     print(f"metrics: {result.metrics_json}")
     print(f"per sequence: {result.per_sequence_csv}")
     print(f"predictions: {result.predictions}")
@@ -108,3 +111,10 @@ def run(args: argparse.Namespace) -> int:
     for path in result.overlays:
         print(f"overlay: {path}")
     return 0
+
+
+def _subset_text(metrics: dict[str, float | int | str], name: str) -> str:
+    """``motion J&F=0.4123 (n=23)`` (no J&F when no row of the subset was scored)."""
+    score = metrics.get(f"J&F/{name}")
+    shown = f" J&F={float(score):.4f}" if score is not None else ""
+    return f"{name}{shown} (n={metrics[f'n/{name}']})"

@@ -8,7 +8,9 @@ shard's GT or the held-out GT it reads; server-scored splits get ``submission.zi
 the family's zip format.
 
 Also written: ``metrics.json``, ``per_sequence.csv`` and contact-sheet overlays of the
-worst sequences (``overlays/``).
+worst sequences (``overlays/``). With held-out expression subsets for the split
+(:mod:`refsam.eval.subsets`) the rows get a ``subset`` column and the metrics
+``J&F/<subset>``, ``J/<subset>``, ``F/<subset>`` and ``n/<subset>``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from refsam.eval.ground_truth import heldout_dir_for, shard_dir_for
 from refsam.eval.predictor import FramePrediction, OnlinePredictor
 from refsam.eval.sharded import Shard, gather_on_main
 from refsam.eval.submission import zip_prediction_dir
+from refsam.eval.subsets import ExpressionSubsets
 from refsam.eval.visualize import render_sequence_sheet
 from refsam.fsio import write_csv
 from refsam.modeling.checkpoint import model_from_checkpoint
@@ -144,6 +147,7 @@ def evaluate_model(
     pred_dir = out / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
     held = family.heldout_gt(heldout_dir_for(heldout, dataset, split))
+    subsets = ExpressionSubsets.find(heldout, dataset, split)  # a bad file fails before inference
     family_run = family.start(pred_dir, threshold=predictor.threshold, heldout=held)
     run = _Run(predictor, family_run, dict(texts or {}))
     kept: list[tuple[int, object, int]] = []
@@ -169,8 +173,11 @@ def evaluate_model(
     seconds = time.perf_counter() - start
     result = family_run.score()
     metrics: dict[str, float | int | str] = dict(result.summary) if result else {}
-    metrics.update({"frames": frames, "frames_per_s": frames / max(seconds, 1e-9)})
     rows = _rows(result) if result else []
+    if subsets is not None and rows:
+        rows = subsets.tag(rows)
+        metrics.update(subsets.metrics(rows))
+    metrics.update({"frames": frames, "frames_per_s": frames / max(seconds, 1e-9)})
     csv_path = out / "per_sequence.csv"
     write_csv(csv_path, rows)
     submission = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,34 @@ def _run(
                     device="cpu")  # fmt: skip
 
 
+def _check_subsets(result: EvalResult, labels_file: Path) -> None:
+    """J, F, J&F and n per subset equal the means over the table's rows of that subset, the
+    subset of a row read from ``labels_file`` (Ref-DAVIS17: set k, object o is ``k_o``)."""
+    labels = json.loads(labels_file.read_text())
+    with result.per_sequence_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    groups: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        if "set" in row:
+            video, exp_id = row["sequence"], f"{row['set'].removeprefix('anno_')}_{row['object']}"
+            assert row["exp_id"] == exp_id
+        else:
+            video, exp_id = row["video"], row["exp_id"]
+        assert row["subset"] == labels[video][exp_id]
+        groups.setdefault(labels[video][exp_id], []).append(row)
+    assert set(groups) == {"appearance", "motion"}  # both occur in the tiny eval splits
+    for name, members in groups.items():
+        j = float(np.mean([float(r["J"]) for r in members]))
+        f = float(np.mean([float(r["F"]) for r in members]))
+        assert result.metrics[f"n/{name}"] == len(members)
+        assert result.metrics[f"J/{name}"] == pytest.approx(j, abs=1e-12)
+        assert result.metrics[f"F/{name}"] == pytest.approx(f, abs=1e-12)
+        assert result.metrics[f"J&F/{name}"] == pytest.approx((j + f) / 2, abs=1e-12)
+    assert json.loads(result.metrics_json.read_text())["metrics"]["n/motion"] == len(
+        groups["motion"]
+    )
+
+
 @pytest.mark.slow
 def test_ytvos_valid_layout_scores_and_zip(
     checkpoint: Path, shards: Path, demo_root: Path, tmp_path: Path
@@ -87,6 +116,7 @@ def test_ytvos_valid_layout_scores_and_zip(
     record = json.loads(result.metrics_json.read_text())
     assert record["metrics"]["J&F"] == pytest.approx(result.metrics["J&F"])
     assert len(result.overlays) == min(3, len(videos)) and all(p.is_file() for p in result.overlays)
+    _check_subsets(result, heldout / "subsets.json")
 
 
 def _test_videos(raw: Path) -> list[str]:
@@ -109,6 +139,7 @@ def test_ref_davis17_four_sets_match_the_folder_protocol(
     assert result.submission is None
     labels = np.unique(read_png(next((tmp_path / "predictions" / "anno_0").rglob("*.png"))))
     assert set(labels.tolist()) <= set(range(0, 21))  # object ids, background 0
+    _check_subsets(result, demo_root / "heldout" / "ref-davis17" / "valid" / "subsets.json")
 
 
 @pytest.mark.slow
@@ -121,8 +152,10 @@ def test_mevis_heldout_and_refcoco(
     )
     assert mevis.metrics["J&F"] == pytest.approx(rescored.summary["J&F"], abs=1e-9)
     assert mevis.submission is not None and mevis.submission.name == "submission.zip"
+    _check_subsets(mevis, demo_root / "heldout" / "mevis" / "valid" / "subsets.json")
     coco = _run(checkpoint, shards, demo_root, tmp_path / "coco", "refcoco", "val")
     assert {"mIoU", "oIoU", "prec@0.5"} <= set(coco.metrics)
+    assert not any("/" in key for key in coco.metrics)  # no subsets file: no subset metrics
     n_sentences = sum(len(v.expressions) for v in iter_eval_videos(shards / "refcoco" / "val"))
     assert len(list((tmp_path / "coco" / "predictions").glob("*.png"))) == n_sentences
 
@@ -139,6 +172,38 @@ def test_one_encoder_pass_per_frame_for_all_expressions(
     assert result.frames == frames
     assert len(calls) == 0 or len(calls) == frames  # the block-wise path bypasses forward()
     assert "J&F" not in result.metrics  # no held-out GT given: predictions only
+
+
+def test_subset_metrics_only_with_a_subsets_file(
+    cfg: RefSAMConfig, shards: Path, demo_root: Path, tmp_path: Path
+) -> None:
+    """Held-out GT without ``subsets.json``: J&F but no subset metrics or column; with it,
+    both; a malformed file fails (naming it) before any prediction is written."""
+    model = build_model(cfg)
+    held = tmp_path / "heldout" / "ref-youtube-vos" / "valid"
+    shutil.copytree(demo_root / "heldout" / "ref-youtube-vos" / "valid", held,
+                    ignore=shutil.ignore_patterns("subsets.json"))  # fmt: skip
+
+    def run(name: str) -> EvalResult:
+        return evaluate_model(model, "ref-youtube-vos", "valid", shards=shards, out=tmp_path / name,
+                              heldout=tmp_path / "heldout", device="cpu", overlays=0, max_videos=1,
+                              progress=False)  # fmt: skip
+
+    plain = run("plain")
+    assert "J&F" in plain.metrics and not any("/" in key for key in plain.metrics)
+    assert "subset" not in plain.per_sequence_csv.read_text().splitlines()[0].split(",")
+    shutil.copy(demo_root / "heldout" / "ref-youtube-vos" / "valid" / "subsets.json", held)
+    tagged = run("tagged")
+    assert tagged.metrics["J&F"] == plain.metrics["J&F"]
+    assert (
+        tagged.metrics["n/appearance"] + tagged.metrics["n/motion"]
+        == tagged.metrics["n_expressions"]
+    )
+    assert "subset" in tagged.per_sequence_csv.read_text().splitlines()[0].split(",")
+    (held / "subsets.json").write_text('{"some-video": 1}')
+    with pytest.raises(DataError, match=r"subsets\.json: \['some-video'\] must map"):
+        run("broken")
+    assert not list((tmp_path / "broken" / "predictions").rglob("*.png"))
 
 
 def test_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

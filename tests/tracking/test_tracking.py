@@ -209,7 +209,8 @@ def test_evaluation_run_nested_copied_to_training_run_and_plotted(store, tmp_pat
         with start_evaluation_run(
             cfg, dataset="ref-davis17", split="valid", train_run_id=train.run_id
         ) as ev:
-            metrics = {"J": jf - 0.05, "F": jf + 0.05, "J&F": jf, "n_objects": 3}
+            metrics = {"J": jf - 0.05, "F": jf + 0.05, "J&F": jf, "n_objects": 3,
+                       "J&F/motion": jf - 0.1, "n/motion": 2}  # fmt: skip
             log_evaluation(
                 ev,
                 "ref-davis17",
@@ -223,6 +224,11 @@ def test_evaluation_run_nested_copied_to_training_run_and_plotted(store, tmp_pat
     eval_run = client.get_run(ev.run_id)
     assert eval_run.data.tags["mlflow.parentRunId"] == train.run_id
     assert eval_run.data.metrics["J_and_F"] == pytest.approx(0.55)
+    assert eval_run.data.metrics["J_and_F/motion"] == pytest.approx(0.45)  # expression subsets
+    assert eval_run.data.metrics["n/motion"] == 2
+    subset = client.get_metric_history(train.run_id, "eval/ref-davis17/valid/J_and_F/motion")
+    assert [m.step for m in sorted(subset, key=lambda m: m.step)] == [10, 20]
+    assert [m.value for m in sorted(subset, key=lambda m: m.step)] == pytest.approx([0.3, 0.45])
     assert [a.path for a in client.list_artifacts(ev.run_id, "tables")] == ["tables/seq.csv"]
     history = client.get_metric_history(train.run_id, "eval/ref-davis17/valid/J_and_F")
     assert sorted((m.step, m.value) for m in history) == [(10, 0.4), (20, 0.55)]

@@ -3,7 +3,8 @@
 :func:`build_plan` decides everything (scenes, object attributes and motion, expressions,
 splits, ids) from ``(seed, scale)``; :func:`generate_demo` renders the plan with the writers
 of :mod:`refsam.data.demo.writers` into ``<out>/raw/{ref-youtube-vos,ref-davis,mevis,coco}``
-and the held-out ground truth into ``<out>/heldout/`` (DATA.md, INTERFACES.md). The plan is
+and the held-out ground truth and expression subsets (``subsets.json``: which expressions
+need their motion words) into ``<out>/heldout/`` (DATA.md, INTERFACES.md). The plan is
 also the structured record of what every expression means (tests use it).
 """
 
@@ -177,7 +178,7 @@ def _video(
     if dataset == "ref-davis":
         expressions = [
             single_expression(
-                rng, scene, obj, exp_id=f"{obj.obj_id}-{aset}",
+                rng, scene, obj, exp_id=f"{aset}_{obj.obj_id}",  # the reader's id
                 style="davis1" if aset < 2 else "davis2",
                 appearance_only=aset % 2 == 0, need_motion=aset % 2 == 1, annotation_set=aset,
             )
@@ -267,6 +268,19 @@ def build_plan(*, seed: int = 0, scale: str = "small") -> DemoPlan:
     }
     images, refs = _coco(seed, cfg)
     return DemoPlan(seed, scale, ytvos, davis, mevis, images, refs)
+
+
+def _scored_splits(plan: DemoPlan) -> dict[str, dict[str, list[VideoPlan]]]:
+    """Dataset → split → its videos, for every video split with ground truth (in the shards
+    or held out); Ref-YouTube-VOS ``valid`` holds the test videos too, as its held-out GT."""
+    return {
+        "ref-youtube-vos": {
+            "train": plan.ytvos["train"],
+            "valid": plan.ytvos["valid"] + plan.ytvos["test"],
+        },
+        "ref-davis17": plan.davis,
+        "mevis": plan.mevis,
+    }
 
 
 def _bytes(path: Path) -> int:
@@ -370,6 +384,8 @@ def generate_demo(
             writers.write_davis(raw / "ref-davis", plan.davis, mapper)
             writers.write_mevis(raw / "mevis", heldout / "mevis", plan.mevis, mapper)
             coco.write_coco(raw / "coco", plan.coco_images, plan.refs, mapper)
+            for dataset, splits in _scored_splits(plan).items():
+                writers.write_subsets(heldout / dataset, splits)
         for name in ("raw", "heldout"):
             old = out / f".demo-old-{name}-{os.getpid()}"
             if (out / name).exists():

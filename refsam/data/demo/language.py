@@ -48,6 +48,21 @@ def matching_objects(objects: Iterable[ShapeObject], attributes: dict[str, str])
     )
 
 
+APPEARANCE_SUBSET = "appearance"
+MOTION_SUBSET = "motion"
+
+
+def expression_subset(scene: Scene, expression: SceneExpression) -> str:
+    """``"motion"`` when ``expression`` needs its motion phrase: without it, the attributes
+    it states match objects of ``scene`` beyond its referents; else ``"appearance"``
+    (its size / colour / shape words alone single its referents out)."""
+    attributes = dict(expression.attributes)
+    if attributes.pop("motion", None) is None:
+        return APPEARANCE_SUBSET
+    without_motion = set(matching_objects(scene.objects, attributes))
+    return MOTION_SUBSET if without_motion != set(expression.obj_ids) else APPEARANCE_SUBSET
+
+
 def noun_phrase(attributes: dict[str, str], *, plural: bool = False) -> str:
     """``"small red circle"`` / ``"red shapes"``: size, colour and shape (or a generic noun)."""
     words = [attributes[k] for k in ("size", "colour") if k in attributes]

@@ -2,7 +2,8 @@
 
 Each writer renders the scenes of its dataset and writes files exactly where and how the
 published dataset has them, plus the held-out ground truth of splits whose public release
-has none (under ``<out>/heldout/``, outside the raw layouts). Output is deterministic:
+has none and the expression subsets of every split (under ``<out>/heldout/``, outside the
+raw layouts: nothing a model or ``refsam ingest`` reads). Output is deterministic:
 sorted keys where the format has maps, fixed encoder settings, no timestamps.
 """
 
@@ -20,7 +21,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from refsam.data.demo.language import SceneExpression
+from refsam.data.demo.language import SceneExpression, expression_subset
 from refsam.data.demo.scenes import Scene, render_frame
 
 JPEG_QUALITY = 90
@@ -304,3 +305,18 @@ def write_mevis(root: Path, heldout: Path, videos: dict[str, list], mapper: Mapp
             save_json(heldout / "valid/meta_expressions.json", {"videos": held_metas})
         else:
             save_json(root / split / "mask_dict.json", masks)
+
+
+SUBSETS_FILE = "subsets.json"
+
+
+def write_subsets(heldout: Path, videos: dict[str, list]) -> None:
+    """``heldout/<split>/subsets.json``: ``{video: {exp_id: "appearance" | "motion"}}`` for
+    the VideoPlans of each split (:func:`~refsam.data.demo.language.expression_subset`);
+    the evaluator reports J&F per subset from it (INTERFACES.md)."""
+    for split, plans in videos.items():
+        subsets = {
+            v.scene.name: {e.exp_id: expression_subset(v.scene, e) for e in v.expressions}
+            for v in sorted(plans, key=lambda v: v.scene.name)
+        }
+        save_json(heldout / split / SUBSETS_FILE, subsets)

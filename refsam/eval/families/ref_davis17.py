@@ -3,6 +3,8 @@ submission. Per set and frame, the probabilities of the set's expressions are me
 one label map (background score 0.1, argmax; label = the expression's object id) written as
 ``anno_<k>/<seq>/<frame>.png``; each set is scored against the shard's GT (void excluded)
 and the reported numbers are the mean over sets (:func:`~refsam.eval.protocols.ref_davis17`).
+Each per-object row names the expression of its set that refers to the object (``exp_id``),
+so expression subsets (:mod:`refsam.eval.subsets`) average the object rows of all sets.
 
 ``refsam score --protocol ref-davis17``: ``--pred`` holds ``anno_0 …``, each
 ``<seq>/<frame>.png``; ``--gt`` as for ``davis``.
@@ -93,6 +95,7 @@ class _AnnotationSetRun(FamilyRun):
         super().__init__(pred_dir, threshold=threshold, heldout=heldout)
         self.layout = layout
         self.sets: list[list[protocols.DavisItem]] = [[] for _ in range(layout.n_sets)]
+        self.exp_ids: dict[tuple[int, str, int], str] = {}  # (set, video, object) -> exp_id
 
     def add_video(self, video: EvalVideo, frames: Iterable[FramePrediction]) -> None:
         exps = video.expressions
@@ -114,19 +117,32 @@ class _AnnotationSetRun(FamilyRun):
             self.layout.write(self.pred_dir, k, video.video, video.frame_names, pred[k])
             if gt is not None:
                 self.sets[k].append((video.video, gt, pred[k]))
+                for i, label in zip(rows, labels_of[k], strict=True):
+                    self.exp_ids[(k, video.video, label)] = exps[i].exp_id
 
     def score(self) -> ProtocolResult | None:
-        if not any(self.sets):
+        """The Ref-DAVIS17 result; each per-object row also names the expression of its
+        set that refers to the object (``exp_id``, empty when none does)."""
+        scored = [k for k, items in enumerate(self.sets) if items]
+        if not scored:
             return None
-        return protocols.ref_davis17([items for items in self.sets if items])
+        result = protocols.ref_davis17([self.sets[k] for k in scored])
+        for k, rows in zip(scored, result.tables.values(), strict=True):
+            for row in rows:
+                key = (k, str(row["sequence"]), int(row["object"]))  # type: ignore[call-overload]
+                row["exp_id"] = self.exp_ids.get(key, "")
+        return result
 
     def take(self) -> object:
-        kept, self.sets = self.sets, [[] for _ in self.sets]
+        kept = (self.sets, self.exp_ids)
+        self.sets, self.exp_ids = [[] for _ in self.sets], {}
         return kept
 
     def put(self, kept: object) -> None:
-        for items, more in zip(self.sets, kept, strict=True):  # type: ignore[call-overload]
+        sets, exp_ids = kept  # type: ignore[misc]
+        for items, more in zip(self.sets, sets, strict=True):
             items += more
+        self.exp_ids.update(exp_ids)
 
 
 FAMILY = register_family(
