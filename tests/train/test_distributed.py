@@ -144,14 +144,18 @@ def test_evaluation_split_over_two_gloo_ranks_equals_one_process(
     shards, heldout = Path(cfg.data.shards_root), Path(cfg.data.heldout_root)
     single = tmp_path / "single"
     expected = {}
-    torch.set_num_threads(1)
-    for dataset, split in EVAL_SETS:
-        result = evaluate_model(
-            model.eval(), dataset, split, shards=shards, out=single / f"{dataset}-{split}",
-            heldout=heldout, device="cpu", threshold=cfg.eval.mask_threshold, overlays=2,
-            progress=False,
-        )  # fmt: skip
-        expected[(dataset, split)] = result.metrics
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers; restored: later tests train on the default
+    try:
+        for dataset, split in EVAL_SETS:
+            result = evaluate_model(
+                model.eval(), dataset, split, shards=shards, out=single / f"{dataset}-{split}",
+                heldout=heldout, device="cpu", threshold=cfg.eval.mask_threshold, overlays=2,
+                progress=False,
+            )  # fmt: skip
+            expected[(dataset, split)] = result.metrics
+    finally:
+        torch.set_num_threads(threads)
     ranks = tmp_path / "ranks"
     mp.start_processes(
         _eval_worker,
