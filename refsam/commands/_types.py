@@ -36,3 +36,16 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint FILE`` or ``--model URI`` (exactly one): the model a command runs."""
+    from pathlib import Path
+
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="training checkpoint (.pt)")
+    source.add_argument(
+        "--model",
+        help="registered model, e.g. models:/refsam@champion or models:/refsam/3 (MLflow store "
+        "from MLFLOW_TRACKING_URI or the project's mlruns/)",
+    )

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from refsam.commands._types import positive_int, probability
+from refsam.commands._types import add_model_source, positive_int, probability
 from refsam.errors import UserError, did_you_mean
 from refsam.paths import not_found_message
 
@@ -23,13 +23,7 @@ def register(subparsers: Any) -> None:
             "worst sequences and submission.zip for server-scored splits."
         ),
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="training checkpoint (.pt)")
-    source.add_argument(
-        "--model",
-        help="registered model, e.g. models:/refsam@champion or models:/refsam/3 (MLflow store "
-        "from MLFLOW_TRACKING_URI or the project's mlruns/)",
-    )
+    add_model_source(parser)
     parser.add_argument("--dataset", required=True, help="e.g. ref-davis17, ref-youtube-vos, mevis")
     parser.add_argument("--split", required=True, help="e.g. valid (the dataset's splits)")
     parser.add_argument(

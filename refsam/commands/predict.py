@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from refsam.commands._types import positive_float, probability
+from refsam.commands._types import add_model_source, positive_float, probability
 from refsam.errors import UserError
 from refsam.paths import not_found_message
 
@@ -27,13 +27,7 @@ def register(subparsers: Any) -> None:
             "to OUT (a new or empty folder, or --overwrite)."
         ),
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="training checkpoint (.pt)")
-    source.add_argument(
-        "--model",
-        help="registered model, e.g. models:/refsam@champion or models:/refsam/3 (MLflow store "
-        "from MLFLOW_TRACKING_URI or the project's mlruns/)",
-    )
+    add_model_source(parser)
     parser.add_argument("--video", type=Path, required=True, help="frame folder or video file")
     parser.add_argument(
         "--text", action="append", required=True, help="referring expression (repeatable)"
