@@ -10,6 +10,7 @@ mean/std, so a frame preprocessed here equals what ``SamPredictor`` would feed S
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,13 +27,16 @@ def resized_shape(height: int, width: int, img_size: int) -> tuple[int, int]:
 
 
 def resize_frame(frame: np.ndarray, img_size: int) -> np.ndarray:
-    """Resize an H×W×3 uint8 RGB frame to longest side ``img_size`` (bilinear, as SAM)."""
+    """Resize an H×W×3 uint8 RGB frame to longest side ``img_size``: bilinear (OpenCV's
+    SIMD resize, ~7× faster than PIL's at 1280×720 → 1024, issue 21); area averaging when
+    shrinking by more than half, where bilinear sampling would alias."""
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"expected an H×W×3 uint8 RGB frame, got {frame.shape} {frame.dtype}")
     h, w = resized_shape(frame.shape[0], frame.shape[1], img_size)
     if (h, w) == frame.shape[:2]:
         return frame
-    return np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
+    shrink = h * 2 < frame.shape[0]
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def resize_mask(mask: np.ndarray, img_size: int) -> np.ndarray:
