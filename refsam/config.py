@@ -88,9 +88,17 @@ class ModelConfig(_Strict):
     dense_path: Literal["none", "sentence", "dense_attention", "hierarchical"] = "hierarchical"
     tracking: bool = True
     adapters: bool = True
+    temporal: Literal["none", "window"] = Field(
+        default="none",
+        description="none: the paper's RefSAM; window: online motion window (MODEL.md)",
+    )
+    temporal_window: int = Field(
+        default=2, ge=2, le=8, description="frames the motion window sees, the current included"
+    )
     trainable: list[str] = Field(
         default_factory=lambda: [
             "adapters",
+            "temporal",
             "cross_modal_mlp",
             "dense",
             "tracking",

@@ -37,17 +37,14 @@ def register(subparsers: Any) -> None:
 def run_info(args: argparse.Namespace) -> int:
     from refsam.config import ModelConfig, load_config
     from refsam.modeling import count_parameters, format_counts
+    from refsam.modeling.build import switches
 
     cfg = load_config(args.config).model if args.config else ModelConfig(variant="tiny")
     counts = count_parameters(
         args.variant,
         text_encoder=args.text_encoder or cfg.text_encoder,
         text_width=args.text_width,
-        dense_path=cfg.dense_path,
-        tracking=cfg.tracking,
-        adapters=cfg.adapters,
-        trainable=cfg.trainable,
-        iou_loss=cfg.iou_loss,
+        **switches(cfg),
         **(cfg.overrides if args.config and cfg.variant == args.variant else {}),
     )
     encoder = (
@@ -67,7 +64,7 @@ def build_source(variant: str, config: str | None, cfg: Any) -> str:
     train adapters)."""
     switches = (
         f"dense_path {cfg.dense_path}, tracking {'on' if cfg.tracking else 'off'}, "
-        f"adapters {'on' if cfg.adapters else 'off'}, trainable {', '.join(cfg.trainable)}"
+        f"adapters {'on' if cfg.adapters else 'off'}, temporal {cfg.temporal}, trainable {', '.join(cfg.trainable)}"
     )
     if config is None:
         return (

@@ -1,9 +1,11 @@
 """Online video predictor: one pass over the frames, many expressions (MODEL.md "Inference").
 
 Per frame the image encoder runs **once** for all expressions; the light heads then run
-per expression with its track state. Nothing is accumulated across frames: the only
-state is the :class:`~refsam.modeling.features.TrackState` (one track token per
-expression), so memory does not grow with the video's length. Preprocessing is
+per expression with its track state. Nothing is accumulated across frames: the state is
+the :class:`~refsam.modeling.features.TrackState` (one track token per expression) and,
+with ``model.temporal: window``, the :class:`~refsam.modeling.temporal.FrameWindow` (the
+last W-1 frame embeddings, shared by the expressions), so memory does not grow with the
+video's length. Preprocessing is
 :mod:`refsam.modeling.preprocess` (the one shared implementation); frames come from
 :func:`refsam.eval.frames.iter_frames` (a folder, a video file or arrays).
 """
@@ -62,10 +64,11 @@ class OnlinePredictor:
         model = self.model
         text = model.encode_text(list(expressions))
         state = model.init_track_state(len(expressions))
+        window = model.init_frame_window()
         for index, frame in enumerate(iter_frames(frames)):
             resized = resize_frame(frame, model.img_size)
             pixels = torch.tensor(resized, device=self.device).permute(2, 0, 1).unsqueeze(0)
-            image = model.encode_image(pixels)
+            image, window = model.attend_past(model.encode_image(pixels), window)
             logits, iou, state = model.decode(image, text, state)
             probs = restore_size(logits, resized.shape[:2], frame.shape[:2]).sigmoid()[:, 0]
             probs_np = probs.float().cpu().numpy()

@@ -8,7 +8,8 @@ from refsam.modeling.build import (
 )
 from refsam.modeling.checkpoint import SamCheckpointError
 from refsam.modeling.features import ImageFeatures, TextFeatures, TrackState
-from refsam.modeling.refsam import GROUPS, RefSAM, text_encoder_id
+from refsam.modeling.groups import GROUPS
+from refsam.modeling.refsam import RefSAM, text_encoder_id
 from refsam.modeling.text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
 from refsam.modeling.variants import VARIANTS, VariantSpec, get_variant
 

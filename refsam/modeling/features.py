@@ -16,11 +16,14 @@ class ImageFeatures:
     """Text-independent image features of a batch of frames.
 
     ``embedding`` B×C×h×w (SAM's neck output); ``intermediates`` the encoder levels used by
-    the hierarchical dense attention, each B×h×w×D (empty for the other dense paths).
+    the hierarchical dense attention, each B×h×w×D (empty for the other dense paths);
+    ``patches`` the patch embedding B×h×w×D (before position embedding and blocks: the
+    level the motion window compares across frames; None when nothing needs it).
     """
 
     embedding: torch.Tensor
     intermediates: list[torch.Tensor] = field(default_factory=list)
+    patches: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -38,10 +41,14 @@ class ImageFeatures:
         if isinstance(rows, int):
             rows = slice(rows, rows + 1)
         if isinstance(rows, slice):
-            return ImageFeatures(self.embedding[rows], [x[rows] for x in self.intermediates])
+            patches = None if self.patches is None else self.patches[rows]
+            return ImageFeatures(
+                self.embedding[rows], [x[rows] for x in self.intermediates], patches
+            )
         return ImageFeatures(
             self.embedding.index_select(0, rows),
             [x.index_select(0, rows) for x in self.intermediates],
+            None if self.patches is None else self.patches.index_select(0, rows),
         )
 
 

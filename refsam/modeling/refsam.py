@@ -18,14 +18,16 @@ import torch
 from torch import nn
 
 from refsam.errors import ConfigError
-from refsam.modeling.adapters import BlockAdapters, attach_adapters
+from refsam.modeling.adapters import attach_adapters
 from refsam.modeling.cross_modal_mlp import CrossModalMLP
 from refsam.modeling.encoder_pass import repeated_frames, run_blocks
 from refsam.modeling.features import ImageFeatures, TextFeatures, TrackState
+from refsam.modeling.groups import DEFAULT_TRAINABLE, ParameterGroups
 from refsam.modeling.hierarchical_dense_attention import DenseAttention, HierarchicalDenseAttention
 from refsam.modeling.mask_decoder import TokenMaskDecoder
 from refsam.modeling.preprocess import normalize_and_pad, upscale_logits
 from refsam.modeling.sam import build_image_encoder, build_prompt_encoder, decoder_kwargs
+from refsam.modeling.temporal import FrameWindow, MotionWindow
 from refsam.modeling.text_encoder import TextEncoder
 from refsam.modeling.tracking import ImplicitTrackingModule
 from refsam.modeling.variants import VariantSpec
@@ -33,19 +35,10 @@ from refsam.modeling.variants import VariantSpec
 log = logging.getLogger(__name__)
 
 DensePath = Literal["none", "sentence", "dense_attention", "hierarchical"]
-GROUPS = (
-    "adapters",
-    "cross_modal_mlp",
-    "dense",
-    "tracking",
-    "mask_decoder",
-    "image_encoder",
-    "prompt_encoder",
-)
-DEFAULT_TRAINABLE = ("adapters", "cross_modal_mlp", "dense", "tracking", "mask_decoder")
+TemporalPath = Literal["none", "window"]
 
 
-class RefSAM(nn.Module):
+class RefSAM(ParameterGroups, nn.Module):
     """Referring video object segmentation on top of SAM (see module docstring)."""
 
     def __init__(
@@ -57,14 +50,19 @@ class RefSAM(nn.Module):
         dense_path: DensePath = "hierarchical",
         tracking: bool = True,
         adapters: bool = True,
+        temporal: TemporalPath = "none",
+        temporal_window: int = 2,
         iou_loss: bool = False,
         trainable: tuple[str, ...] | list[str] = DEFAULT_TRAINABLE,
     ) -> None:
         """``text_encoder=None`` (with ``text_width``) builds a model that cannot encode text:
-        only for counting parameters."""
+        only for counting parameters. ``temporal="window"`` adds the online
+        :class:`~refsam.modeling.temporal.MotionWindow` over ``temporal_window`` frames."""
         super().__init__()
         if dense_path not in ("none", "sentence", "dense_attention", "hierarchical"):
             raise ConfigError(f"model.dense_path: unknown value {dense_path!r}")
+        if temporal not in ("none", "window"):
+            raise ConfigError(f"model.temporal: unknown value {temporal!r}")
         self.spec = spec
         self.img_size = spec.img_size
         self.dense_path = dense_path
@@ -101,110 +99,17 @@ class RefSAM(nn.Module):
         self.tracking = (
             ImplicitTrackingModule(dim=dim, num_heads=spec.tracking_heads) if tracking else None
         )
+        self.temporal = (
+            MotionWindow(dim=dim, patch_dim=spec.embed_dim, window=temporal_window)
+            if temporal == "window"
+            else None
+        )
         self._warned_single = False
         # forward_clip encodes a frame repeated in its clip once (off only to measure it)
         self.share_repeated_frames = True
         # recompute encoder blocks in the backward pass (train.activation_checkpointing)
         self.activation_checkpointing = False
         self.set_trainable(trainable)
-
-    # ---------------------------------------------------------------- parameters
-    @property
-    def _adapter_params(self) -> list[nn.Parameter]:
-        """Parameters of the adapters attached inside the encoder blocks."""
-        modules = [m for m in self.image_encoder.modules() if isinstance(m, BlockAdapters)]
-        return [p for m in modules for p in m.parameters()]
-
-    def _groups(self) -> dict[str, list[nn.Parameter]]:
-        """Every group's parameters (trainable or not); only parameters that get gradients."""
-        adapter_ids = {id(p) for p in self._adapter_params}
-        unused = {id(p) for p in self.mask_decoder.unused_parameters(iou_loss=self.iou_loss)}
-        groups: dict[str, list[nn.Parameter]] = {
-            "adapters": list(self._adapter_params),
-            "image_encoder": [
-                p for p in self.image_encoder.parameters() if id(p) not in adapter_ids
-            ],
-            "prompt_encoder": [self.prompt_encoder.no_mask_embed.weight],
-            "mask_decoder": [p for p in self.mask_decoder.parameters() if id(p) not in unused],
-            "cross_modal_mlp": list(self.cross_modal_mlp.parameters()),
-            "dense": list(self.dense.parameters()) if self.dense is not None else [],
-            "tracking": list(self.tracking.parameters()) if self.tracking is not None else [],
-        }
-        return groups
-
-    def set_trainable(self, groups: tuple[str, ...] | list[str]) -> None:
-        """Freeze everything, then unfreeze the named groups (those absent in this build —
-        e.g. ``dense`` with dense_path none — are skipped). Unknown names: ConfigError."""
-        unknown = sorted(set(groups) - set(GROUPS))
-        if unknown:
-            raise ConfigError(
-                f"model.trainable: unknown group(s) {', '.join(unknown)}; expected among {', '.join(GROUPS)}"
-            )
-        self.requires_grad_(False)
-        for name, params in self._groups().items():
-            if name in groups:
-                for p in params:
-                    p.requires_grad_(True)
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters by group name (empty groups left out)."""
-        groups = {n: [p for p in ps if p.requires_grad] for n, ps in self._groups().items()}
-        return {n: ps for n, ps in groups.items() if ps}
-
-    def module_parameter_counts(self) -> dict[str, tuple[int, int]]:
-        """{module: (total, trainable)} parameter counts; adapters apart from the encoder."""
-        adapter_ids = {id(p) for p in self._adapter_params}
-        modules = {
-            "image_encoder": [
-                p for p in self.image_encoder.parameters() if id(p) not in adapter_ids
-            ],
-            "adapters": self._adapter_params,
-            "prompt_encoder": list(self.prompt_encoder.parameters()),
-            "mask_decoder": list(self.mask_decoder.parameters()),
-            "text_encoder": list(self.text_encoder.parameters()) if self.text_encoder else [],
-            "cross_modal_mlp": list(self.cross_modal_mlp.parameters()),
-            "dense": list(self.dense.parameters()) if self.dense is not None else [],
-            "tracking": list(self.tracking.parameters()) if self.tracking is not None else [],
-        }
-        return {
-            name: (sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad))
-            for name, ps in modules.items()
-        }
-
-    def new_keys(self) -> set[str]:
-        """State-dict keys of RefSAM's own modules (everything not in a SAM checkpoint)."""
-        adapter_ids = {id(p) for p in self._adapter_params}
-        adapter_keys = {n for n, p in self.named_parameters() if id(p) in adapter_ids}
-        sam = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
-        return {k for k in self.state_dict() if not k.startswith(sam)} | adapter_keys
-
-    def _restorable_keys(self) -> set[str]:
-        """Keys rebuilt from the named sources: the text encoder, and frozen SAM tensors
-        when a SAM checkpoint was loaded."""
-        keys = {k for k in self.state_dict() if k.startswith("text_encoder.")}
-        if self.sam_checkpoint is not None:
-            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-            new = self.new_keys()
-            keys |= {k for k in self.state_dict() if k not in new and k not in trainable}
-        return keys
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors a checkpoint must hold: trained parameters, RefSAM's new modules, and
-        SAM's tensors unless they come from a SAM checkpoint (no text encoder)."""
-        skip = self._restorable_keys()
-        return {k: v for k, v in self.state_dict().items() if k not in skip}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Inverse of :meth:`trainable_state_dict`; missing/unexpected keys are a ConfigError."""
-        expected = set(self.trainable_state_dict())
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        if missing or unexpected:
-            raise ConfigError(
-                "checkpoint does not match this model build: "
-                f"missing {missing[:8]}{' …' if len(missing) > 8 else ''}, "
-                f"unexpected {unexpected[:8]}{' …' if len(unexpected) > 8 else ''}"
-            )
-        self.load_state_dict(state, strict=False)
 
     def train(self, mode: bool = True) -> RefSAM:
         super().train(mode)
@@ -242,18 +147,35 @@ class RefSAM(nn.Module):
         x = normalize_and_pad(frames.to(self.device), self.img_size, input_sizes)
         encoder = self.image_encoder
         x = encoder.patch_embed(x)
+        patches = x if self.temporal is not None else None
         if encoder.pos_embed is not None:
             x = x + encoder.pos_embed
         x, intermediates = run_blocks(
             encoder, x, self.levels, checkpointing=self.activation_checkpointing
         )
-        return ImageFeatures(encoder.neck(x.permute(0, 3, 1, 2)), intermediates)
+        return ImageFeatures(encoder.neck(x.permute(0, 3, 1, 2)), intermediates, patches)
 
     def init_track_state(self, batch_size: int) -> TrackState:
         """Frame-0 state: the learned initial track token B×C (None without tracking)."""
         if self.tracking is None:
             return TrackState(None)
         return TrackState(self.tracking.initial(batch_size))
+
+    def init_frame_window(self) -> FrameWindow:
+        """Frame-0 temporal state: no past frames (stays empty with ``temporal: none``)."""
+        return FrameWindow()
+
+    def attend_past(
+        self, image: ImageFeatures, window: FrameWindow
+    ) -> tuple[ImageFeatures, FrameWindow]:
+        """Frame t's features (one row per video) with the temporal path applied, and the
+        window for frame t+1 (bounded: W-1 raw embeddings). Identity without it."""
+        if self.temporal is None:
+            return image, window
+        if image.patches is None:
+            raise ValueError("the motion window needs the patch level: encode_image keeps it")
+        fused, window = self.temporal.step(image.embedding, image.patches, window)
+        return ImageFeatures(fused, image.intermediates, image.patches), window
 
     def dense_prompt(self, image: ImageFeatures, text: TextFeatures) -> torch.Tensor:
         """Dense prompt embedding B×C×h×w: SAM's no-mask embedding plus the dense path."""
@@ -362,11 +284,20 @@ class RefSAM(nn.Module):
             image = self.encode_image(flat, sizes)
         source = source.to(image.embedding.device)
         state = self.init_track_state(batch)
-        first_rows = clip_index.to(image.embedding.device) * steps
+        clip_index = clip_index.to(image.embedding.device)
+        first_rows = clip_index * steps
+        clip_starts = torch.arange(clips, device=first_rows.device) * steps
+        window = self.init_frame_window()
         outputs = []
         for step in range(steps):
-            rows = source.index_select(0, first_rows + step)
-            logits, _, state = self.decode(image.index(rows), text, state)
+            if self.temporal is None:  # today's RefSAM, bit for bit
+                frame = image.index(source.index_select(0, first_rows + step))
+            else:  # each clip's frame once through the window, then per expression
+                frame, window = self.attend_past(
+                    image.index(source.index_select(0, clip_starts + step)), window
+                )
+                frame = frame.index(clip_index)
+            logits, _, state = self.decode(frame, text, state)
             outputs.append(logits[:, 0])
         return torch.stack(outputs, dim=1)
 

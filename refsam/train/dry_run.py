@@ -20,7 +20,8 @@ import torch
 from refsam.config import RefSAMConfig
 from refsam.data.loader import build_train_loader
 from refsam.errors import ConfigError
-from refsam.modeling import RefSAM, TextEncoder, format_counts, get_variant
+from refsam.modeling import RefSAM, TextEncoder, format_counts
+from refsam.modeling.build import meta_refsam, switches
 from refsam.modeling.checkpoint import SAM_PREFIXES, SamCheckpointError
 from refsam.modeling.text_encoder import DEFAULT_TEXT_ENCODER
 from refsam.paths import describe_run_dirs, has_manifest, run_dir
@@ -131,17 +132,9 @@ def check_sam_file(model: RefSAM, path: Path) -> int:
 
 def _meta_model(cfg: RefSAMConfig) -> RefSAM:
     encoder = TextEncoder(cfg.model.text_encoder)
-    spec = get_variant(cfg.model.variant, **cfg.model.overrides)
-    with torch.device("meta"):
-        return RefSAM(
-            spec=spec,
-            text_encoder=encoder,
-            dense_path=cfg.model.dense_path,
-            tracking=cfg.model.tracking,
-            adapters=cfg.model.adapters,
-            iou_loss=cfg.model.iou_loss,
-            trainable=tuple(cfg.model.trainable),
-        )
+    return meta_refsam(
+        cfg.model.variant, text_encoder=encoder, **switches(cfg.model), **cfg.model.overrides
+    )
 
 
 def dry_run(cfg: RefSAMConfig, resume: Path | str | None = None) -> TrainResult:

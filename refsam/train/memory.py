@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from refsam.config import RefSAMConfig, StageConfig
-from refsam.modeling.build import meta_refsam
+from refsam.modeling.build import meta_refsam, switches
 from refsam.modeling.features import TextFeatures
 from refsam.modeling.refsam import RefSAM
 from refsam.modeling.text_encoder import resolve_text_encoder
@@ -47,11 +47,7 @@ def estimate_training_memory(cfg: RefSAMConfig) -> list[MemoryEstimate]:
     model = meta_refsam(
         cfg.model.variant,
         text_width=cfg.model.text_width or text_width,
-        dense_path=cfg.model.dense_path,
-        tracking=cfg.model.tracking,
-        adapters=cfg.model.adapters,
-        trainable=cfg.model.trainable,
-        iou_loss=cfg.model.iou_loss,
+        **switches(cfg.model),
         **cfg.model.overrides,
     )
     model.train()
