@@ -35,25 +35,31 @@ demo: demo-data
 	$(PREFECT_LOCAL) $(VENV)/bin/refsam pipeline --config configs/demo-tiny-cpu.yaml
 	@echo "==> demo finished"
 
-# Ablation of the dense path and the track token on the tiny demo model: one pipeline run
-# per step into one MLflow experiment, then the comparison table. A step is a dense_path
-# (none|sentence|dense_attention|hierarchical), "-notrack" turns model.tracking off.
-# e.g. make ablation ABLATION_STEPS="sentence hierarchical" ABLATION_SET="train.lr=5e-4"
-ABLATION_STEPS ?= sentence dense_attention hierarchical hierarchical-notrack
+# Ablation of the dense path, the track token and the temporal path on the tiny demo model:
+# one pipeline run per step and seed into one MLflow experiment, then the seed-averaged
+# table (mean ± sd [min–max] per eval set and expression subset). A step is a dense_path
+# (none|sentence|dense_attention|hierarchical); "-notrack" turns model.tracking off,
+# "-window" turns the motion window on (model.temporal=window; otherwise temporal=none).
+# e.g. make ablation ABLATION_STEPS="hierarchical hierarchical-window" ABLATION_SEEDS="0 1 2 3"
+ABLATION_STEPS ?= sentence dense_attention hierarchical hierarchical-notrack hierarchical-window
+ABLATION_SEEDS ?= 0
 ABLATION_CONFIG ?= configs/demo-tiny-cpu.yaml
 ABLATION_EXPERIMENT ?= refsam-ablation
 ABLATION_SET ?=
 
 ablation: demo-data
-	@set -e; for step in $(ABLATION_STEPS); do \
-	  path=$${step%-notrack}; track=true; [ "$$path" = "$$step" ] || track=false; \
-	  echo "==> ablation step $$step: model.dense_path=$$path model.tracking=$$track"; \
+	@set -e; for seed in $(ABLATION_SEEDS); do for step in $(ABLATION_STEPS); do \
+	  path=$${step%%-*}; track=true; temporal=none; \
+	  case "$$step" in *-notrack*) track=false;; esac; \
+	  case "$$step" in *-window*) temporal=window;; esac; \
+	  echo "==> ablation step $$step seed $$seed: model.dense_path=$$path model.tracking=$$track model.temporal=$$temporal"; \
 	  $(PREFECT_LOCAL) $(VENV)/bin/refsam pipeline --config $(ABLATION_CONFIG) \
-	    --set model.dense_path=$$path --set model.tracking=$$track \
+	    --set model.dense_path=$$path --set model.tracking=$$track --set model.temporal=$$temporal \
+	    --set train.seed=$$seed \
 	    --set tracking.experiment=$(ABLATION_EXPERIMENT) --set tracking.registered_model=$(ABLATION_EXPERIMENT) \
-	    --set train.run_name=ablation-$$step $(foreach o,$(ABLATION_SET),--set $(o)); \
-	done
-	$(VENV)/bin/refsam runs compare --experiment $(ABLATION_EXPERIMENT) --last $(words $(ABLATION_STEPS))
+	    --set train.run_name=ablation-$$step-s$$seed $(foreach o,$(ABLATION_SET),--set $(o)); \
+	done; done
+	$(VENV)/bin/refsam runs ablation --experiment $(ABLATION_EXPERIMENT) --last $$(( $(words $(ABLATION_STEPS)) * $(words $(ABLATION_SEEDS)) ))
 
 test: setup
 	$(PY) -m pytest

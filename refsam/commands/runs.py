@@ -1,4 +1,5 @@
-"""``refsam runs compare``: recent training runs side by side (one column per run)."""
+"""``refsam runs compare``: recent training runs side by side (one column per run);
+``refsam runs ablation``: runs grouped by their switches, J&F over seeds."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ FIELDS = [
     ("dense path", "dense_path"),
     ("track token", "tracking"),
     ("adapters", "adapters"),
+    ("temporal", "temporal"),
+    ("seed", "seed"),
     ("text encoder", "text_encoder"),
     ("trainable params", "trainable_params"),
     ("lr", "lr"),
@@ -28,7 +31,7 @@ MAX_CELL = 34
 
 
 def register(subparsers: Any) -> None:
-    """Add ``runs`` with its ``compare`` subcommand."""
+    """Add ``runs`` with its ``compare`` and ``ablation`` subcommands."""
     parser = subparsers.add_parser("runs", help="inspect MLflow training runs")
     actions = parser.add_subparsers(
         dest="runs_command", metavar="ACTION", parser_class=type(parser)
@@ -49,6 +52,25 @@ def register(subparsers: Any) -> None:
         "--tracking-uri", default=None, help="MLflow tracking URI (overrides the default)"
     )
     compare.set_defaults(func=run_compare)
+    ablation = actions.add_parser(
+        "ablation",
+        help="group an experiment's runs by switches: J&F mean ± sd over seeds",
+        description=(
+            "Group the finished training runs of an experiment by their build switches "
+            "(dense path, track token, adapters, temporal path) and print each group's J&F "
+            "per eval set and expression subset as mean ± sd [min–max] over its seeds "
+            "(what `make ablation` prints)."
+        ),
+    )
+    ablation.add_argument("--experiment", required=True, help="experiment name")
+    ablation.add_argument(
+        "--last", type=positive_int, default=100, help="newest runs read (default 100)"
+    )
+    ablation.add_argument("--markdown", action="store_true", help="a Markdown table")
+    ablation.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (overrides the default)"
+    )
+    ablation.set_defaults(func=run_ablation)
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)
 
 
@@ -86,7 +108,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines += [(f"data {name}", [_cell(r["data"].get(name)) for r in rows]) for name in data_sets]
     eval_sets = sorted({name for r in rows for name in r["eval"]})
     for name in eval_sets:
-        for metric in ("J", "F", "J&F"):
+        subsets = sorted({m for r in rows for m in r["eval"].get(name, {}) if "/" in m})
+        for metric in ("J", "F", "J&F", *subsets):
             lines.append(
                 (f"{name} {metric}", [_metric(r["eval"].get(name, {}).get(metric)) for r in rows])
             )
@@ -115,4 +138,19 @@ def run_compare(args: argparse.Namespace) -> int:
         )
         return 0
     print(format_table(rows))
+    return 0
+
+
+def run_ablation(args: argparse.Namespace) -> int:
+    """Print the seed-averaged ablation table of one experiment."""
+    from refsam.config import TrackingConfig
+    from refsam.tracking import compare_runs
+    from refsam.tracking.ablation import format_ablation, group_runs
+
+    tracking = TrackingConfig(uri=args.tracking_uri)
+    groups = group_runs(compare_runs(args.experiment, args.last, tracking=tracking))
+    if not groups:
+        print(f"no finished training runs in experiment {args.experiment}")
+        return 0
+    print(format_ablation(groups, markdown=args.markdown))
     return 0

@@ -4,7 +4,8 @@ Reads only what training and evaluation log: params ``model.variant``,
 ``model.text_encoder``, ``train.lr``, ``train.stages.<i>.frames_per_clip``, the trainable
 parameter count (param ``trainable_params`` from the trainer, else the sum of its
 ``trainable/<group>`` or, in older runs, of ``trainable_params.<group>``),
-tags ``data.<set>`` (manifest hashes) and metrics ``eval/<dataset>/<split>/{J,F,J_and_F}``;
+tags ``data.<set>`` (manifest hashes) and metrics ``eval/<dataset>/<split>/{J,F,J_and_F}``
+(and per expression subset, ``…/J_and_F/<subset>``);
 and, from the registry, which run's model version holds the champion alias.
 """
 
@@ -82,6 +83,8 @@ def _row(run: Run, experiment: str) -> dict[str, Any]:
         "dense_path": params.get("model.dense_path", "-"),
         "tracking": params.get("model.tracking", "-"),
         "adapters": params.get("model.adapters", "-"),
+        "temporal": params.get("model.temporal", "none" if "model.variant" in params else "-"),
+        "seed": params.get("train.seed", "-"),
         "text_encoder": DEFAULT_TEXT_ENCODER if encoder in ("None", "") else encoder,
         "trainable_params": _trainable(params),
         "lr": float(params["train.lr"]) if "train.lr" in params else None,
@@ -94,8 +97,9 @@ def _row(run: Run, experiment: str) -> dict[str, Any]:
     }
     for key, value in sorted(metrics.items()):
         parts = key.split("/")
-        if len(parts) == 4 and parts[0] == EVAL_PREFIX and parts[3] in EVAL_METRICS:
-            row["eval"].setdefault(f"{parts[1]}/{parts[2]}", {})[EVAL_METRICS[parts[3]]] = value
+        if len(parts) in (4, 5) and parts[0] == EVAL_PREFIX and parts[3] in EVAL_METRICS:
+            metric = "/".join([EVAL_METRICS[parts[3]], *parts[4:]])  # J&F or J&F/<subset>
+            row["eval"].setdefault(f"{parts[1]}/{parts[2]}", {})[metric] = value
     return row
 
 

@@ -338,3 +338,54 @@ def test_experiments_are_marked_for_model_training(store) -> None:
         "kind-old": "custom_model_development",
         "kind-chosen": "finetuning",
     }
+
+
+def _seed_run(temporal: str, seed: int, jf: float, motion: float, status_ok: bool = True) -> None:
+    cfg = RefSAMConfig(
+        name="ablation",
+        model={"variant": "tiny", "temporal": temporal},
+        train={"run_name": f"{temporal}-s{seed}", "seed": seed},
+    )
+    logger = start_training_run(cfg, system_metrics=False)
+    logger.log_metrics(
+        {
+            "eval/ref-youtube-vos/valid/J&F": jf,
+            "eval/ref-youtube-vos/valid/J&F/motion": motion,
+            "eval/ref-youtube-vos/valid/J&F/appearance": jf + 0.1,
+        },
+        5,
+    )
+    logger.end("FINISHED" if status_ok else "FAILED")
+
+
+def test_ablation_groups_runs_by_switches_over_seeds(
+    store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from refsam.tracking.ablation import group_runs
+
+    for seed, (jf, motion) in enumerate([(0.50, 0.30), (0.60, 0.40)]):
+        _seed_run("none", seed, jf, motion)
+        _seed_run("window", seed, jf + 0.1, motion + 0.3)
+    _seed_run("window", 2, 0.0, 0.0, status_ok=False)  # a failed run does not count
+    _seed_run("none", 1, 0.70, 0.50)  # seed 1 rerun: the newest run counts
+    rows = compare_runs("ablation", last=10)
+    assert {(r["temporal"], r["seed"]) for r in rows} >= {("none", "0"), ("window", "1")}
+    assert rows[0]["eval"]["ref-youtube-vos/valid"]["J&F/motion"] == pytest.approx(0.5)
+    groups = {g.switches["temporal"]: g for g in group_runs(rows)}
+    assert groups.keys() == {"none", "window"}
+    assert groups["none"].seeds == groups["window"].seeds == ["0", "1"]
+    none = groups["none"].metrics
+    assert none["ref-youtube-vos/valid J&F"].mean == pytest.approx(0.60)  # 0.50 and 0.70
+    assert none["ref-youtube-vos/valid J&F/motion"].high == pytest.approx(0.50)
+    window = groups["window"].metrics["ref-youtube-vos/valid J&F/motion"]
+    assert (window.mean, window.low, window.n) == pytest.approx((0.65, 0.6, 2))
+    assert window.sd == pytest.approx(0.0707, abs=1e-4)
+    assert main(["runs", "ablation", "--experiment", "ablation", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (
+        "| metric | hierarchical, track, temporal none | hierarchical, track, temporal window |"
+    )
+    assert "| ref-youtube-vos/valid J&F/motion | 0.400 ± 0.141 [0.300–0.500] |" in out
+    assert "| seeds | 0,1 | 0,1 |" in out
+    assert main(["runs", "compare", "--experiment", "ablation", "--last", "1"]) == 0
+    assert "ref-youtube-vos/valid J&F/motion" in capsys.readouterr().out
