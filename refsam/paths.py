@@ -115,7 +115,8 @@ _NEAR_SCAN = 5000  # files looked at, at most, per searched folder
 def nearest_checkpoints(path: Path | str, limit: int = 3) -> list[Path]:
     """Checkpoints (``*.pt``) that exist near a missing ``path``, for its error message:
     up to three folders below its nearest existing parent folder and below the project's
-    ``outputs/``; those with ``path``'s file name first, then the newest."""
+    ``outputs/``; those with ``path``'s file name first, then those below the nearest
+    existing parent folder, then the newest."""
     path = Path(path)
     parent = next((p for p in path.absolute().parents if p.is_dir()), None)
     roots = [r for r in (parent, project_root() / OUTPUTS) if r is not None and r.parent != r]
@@ -130,8 +131,11 @@ def nearest_checkpoints(path: Path | str, limit: int = 3) -> list[Path]:
                 if scanned >= _NEAR_SCAN:
                     break
 
-    def rank(candidate: Path) -> tuple[bool, float, str]:
-        return (candidate.name != path.name, -candidate.stat().st_mtime, str(candidate))
+    def rank(candidate: Path) -> tuple[bool, bool, float, str]:
+        near = parent is not None and candidate.resolve().is_relative_to(parent.resolve())
+        return (
+            candidate.name != path.name, not near, -candidate.stat().st_mtime, str(candidate)
+        )  # fmt: skip
 
     return sorted(found.values(), key=rank)[:limit]
 
