@@ -22,7 +22,8 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TRAIN_SPLITS = [
     ("refcoco", "train"), ("refcoco+", "train"), ("refcocog", "train"),
     ("ref-youtube-vos", "train"), ("ref-youtube-vos", "valid"), ("ref-davis17", "valid"),
-    ("mevis", "train"), ("mevis", "valid"), ("refcoco", "val"), ("refcoco+", "val"), ("refcocog", "val"),
+    ("mevis", "train"), ("mevis", "valid_u"), ("mevis", "valid"), ("refcoco", "val"), ("refcoco+", "val"),
+    ("refcocog", "val"),
 ]  # fmt: skip
 
 

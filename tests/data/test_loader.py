@@ -85,6 +85,39 @@ def test_eval_mevis_union_of_rles_matches_mask_dict(demo_raw: Path, ingested) ->
     assert checked_multi
 
 
+def test_train_mevis_targets_are_the_union_of_the_referred_objects(
+    demo_raw: Path, ingested
+) -> None:
+    """A MeViS training clip's target is the union of its expression's objects' masks (a
+    group expression: several objects; a frame where none is visible: an empty target)."""
+    out, _ = ingested
+    base = demo_raw / "mevis" / "train"
+    meta = json.loads((base / "meta_expressions.json").read_text())
+    mask_dict = json.loads((base / "mask_dict.json").read_text())
+    groups = 0
+    size = max(Image.open(next((base / "JPEGImages").rglob("*.jpg"))).size)  # no resize
+    for batch in build_train_loader(
+        [out / "mevis" / "train"], img_size=size, frames_per_clip=3, batch_size=4, seed=2,
+        augment=False,
+    ):  # fmt: skip
+        for i, info in enumerate(batch.meta):
+            raw = meta["videos"][info["video"]]
+            annos = raw["expressions"][info["exp_id"]]["anno_id"]
+            h, w = batch.input_sizes[i].tolist()
+            for k, name in enumerate(info["frame_names"]):
+                t = raw["frames"].index(name)
+                want = np.zeros((h, w), dtype=bool)
+                for anno in annos:
+                    rle = mask_dict[str(anno)][t]
+                    if rle is not None:
+                        want |= mask_utils.decode(
+                            {"size": rle["size"], "counts": rle["counts"].encode()}
+                        ).astype(bool)
+                np.testing.assert_array_equal(batch.masks[i, k, :h, :w].numpy(), want)
+            groups += len(annos) > 1
+    assert groups > 0
+
+
 def test_eval_refcoco_masks_match_polygons_and_splits_without_gt(demo_raw: Path, ingested) -> None:
     out, _ = ingested
     coco = COCO(str(demo_raw / "coco" / "refcoco" / "instances.json"))  # the reference decoder

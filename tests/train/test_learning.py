@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 NEEDED = [
     ("refcoco", "train"), ("refcoco+", "train"), ("refcocog", "train"),
     ("ref-youtube-vos", "train"), ("ref-youtube-vos", "valid"), ("ref-davis17", "valid"),
+    ("mevis", "train"), ("mevis", "valid_u"), ("mevis", "valid"),
 ]  # fmt: skip
 TRAINED_TARGET, TRAINED_FLOOR, UNTRAINED_MAX, SWAPPED_MAX = 0.6, 0.4, 0.2, 0.35
 
