@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from refsam.config import ModelConfig
 from refsam.errors import ConfigError
 from refsam.modeling.adapters import BlockAdapters
 
@@ -24,7 +25,8 @@ GROUPS = (
     "image_encoder",
     "prompt_encoder",
 )
-DEFAULT_TRAINABLE = ("adapters", "temporal", "cross_modal_mlp", "dense", "tracking", "mask_decoder")
+# the config's default (model.trainable), defined once there
+DEFAULT_TRAINABLE = tuple(ModelConfig().trainable)
 
 
 def _params(module: nn.Module | None) -> list[nn.Parameter]:

@@ -13,15 +13,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from refsam.modeling import RefSAM, TextEncoder, build_refsam  # noqa: E402
 
-ALL_GROUPS = [
-    "adapters",
-    "cross_modal_mlp",
-    "dense",
-    "tracking",
-    "mask_decoder",
-    "image_encoder",
-    "prompt_encoder",
-]
 TEXTS = ["the red circle on the left", "a cat", "the small green triangle moving to the right"]
 
 
