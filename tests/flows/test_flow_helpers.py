@@ -41,8 +41,11 @@ def test_required_splits_are_training_then_eval_sets_without_repeats() -> None:
         "refcoco+/train",
         "refcocog/train",
         "ref-youtube-vos/train",
+        "mevis/train",
         "ref-davis17/valid",
         "ref-youtube-vos/valid",
+        "mevis/valid_u",
+        "mevis/valid",
     ]
     renamed = with_run_name(cfg, "demo-x")
     assert renamed.train.run_name == "demo-x" and cfg.train.run_name == "demo-tiny-cpu"

@@ -117,7 +117,7 @@ def test_real_recipes_name_the_original_t5_3b_with_its_width():
     from refsam.config import load_config
 
     recipes = sorted(Path("configs").glob("refsam-vit*.yaml"))
-    assert len(recipes) == 6
+    assert len(recipes) == 7  # vit_b/l/h × RefCOCO, Ref-YTVOS, plus vit_b MeViS
     for path in recipes:
         model = load_config(path).model
         assert Path(model.text_encoder).name == "t5-3b", path
