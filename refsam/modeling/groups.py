@@ -15,18 +15,10 @@ from refsam.config import ModelConfig
 from refsam.errors import ConfigError
 from refsam.modeling.adapters import BlockAdapters
 
-GROUPS = (
-    "adapters",
-    "temporal",
-    "cross_modal_mlp",
-    "dense",
-    "tracking",
-    "mask_decoder",
-    "image_encoder",
-    "prompt_encoder",
-)
-# the config's default (model.trainable), defined once there
+# the config's default (model.trainable), defined once there: RefSAM's own modules and
+# SAM's mask decoder; every group adds SAM's image and prompt encoders
 DEFAULT_TRAINABLE = tuple(ModelConfig().trainable)
+GROUPS = (*DEFAULT_TRAINABLE, "image_encoder", "prompt_encoder")
 
 
 def _params(module: nn.Module | None) -> list[nn.Parameter]:
@@ -65,9 +57,9 @@ class ParameterGroups:
             "prompt_encoder": [self.prompt_encoder.no_mask_embed.weight],
             "mask_decoder": [p for p in self.mask_decoder.parameters() if id(p) not in unused],
             "cross_modal_mlp": list(self.cross_modal_mlp.parameters()),
-            "dense": list(self.dense.parameters()) if self.dense is not None else [],
-            "tracking": list(self.tracking.parameters()) if self.tracking is not None else [],
-            "temporal": list(self.temporal.parameters()) if self.temporal is not None else [],
+            "dense": _params(self.dense),
+            "tracking": _params(self.tracking),
+            "temporal": _params(self.temporal),
         }
         return groups
 
@@ -100,11 +92,11 @@ class ParameterGroups:
             "adapters": self._adapter_params,
             "prompt_encoder": list(self.prompt_encoder.parameters()),
             "mask_decoder": list(self.mask_decoder.parameters()),
-            "text_encoder": list(self.text_encoder.parameters()) if self.text_encoder else [],
+            "text_encoder": _params(self.text_encoder),
             "cross_modal_mlp": list(self.cross_modal_mlp.parameters()),
-            "dense": list(self.dense.parameters()) if self.dense is not None else [],
-            "tracking": list(self.tracking.parameters()) if self.tracking is not None else [],
-            "temporal": list(self.temporal.parameters()) if self.temporal is not None else [],
+            "dense": _params(self.dense),
+            "tracking": _params(self.tracking),
+            "temporal": _params(self.temporal),
         }
         return {
             name: (sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad))

@@ -49,9 +49,6 @@ class FrameWindow:
 
     frames: tuple[Frame, ...] = ()
 
-    def detach(self) -> FrameWindow:
-        return FrameWindow(tuple((e.detach(), p.detach()) for e, p in self.frames))
-
 
 class MotionWindow(nn.Module):
     """Fuse frame t's embedding with its W-1 predecessors (see the module docstring)."""
