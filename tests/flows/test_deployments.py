@@ -55,6 +55,18 @@ def _stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
             continue
 
 
+def _api(method: str, url: str, **kwargs) -> httpx.Response:
+    """One API call, retried like Prefect's own client does on 429/502/503: the loopback
+    server answers 503 when its sqlite database is busy (the scheduler writing the nightly
+    runs right after ``deploy``, CI under load). Bounded: 8 tries over about a minute."""
+    for attempt in range(8):
+        response = httpx.request(method, url, timeout=30, **kwargs)
+        if response.status_code not in (429, 502, 503):
+            return response
+        time.sleep(min(2.0**attempt, 15.0))
+    return response
+
+
 def _cli(args: list[str], env: dict[str, str], timeout: float) -> str:
     done = subprocess.run(
         [PREFECT, *args],
@@ -85,6 +97,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[subproces
             "REFSAM_HOME": str(REPO),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
+            # sqlite busy waits: Prefect's 10 s default is short on a loaded 2-core CI box
+            "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
+            "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
         }
     )
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -124,10 +139,8 @@ def test_deploy_all_and_run_nightly_retrain_through_a_worker(
     _cli(["work-pool", "create", "refsam-local", "--type", "process"], env, timeout=120)
     _cli(["--no-prompt", "deploy", "--all"], env, timeout=240)
 
-    found = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
-    flows = {
-        f["id"]: f["name"] for f in httpx.post(f"{api}/flows/filter", json={}, timeout=30).json()
-    }
+    found = _api("POST", f"{api}/deployments/filter", json={}).json()
+    flows = {f["id"]: f["name"] for f in _api("POST", f"{api}/flows/filter", json={}).json()}
     by_name = {d["name"]: d for d in found}
     assert {name: flows[d["flow_id"]] for name, d in by_name.items()} == EXPECTED
     assert all(d["work_pool_name"] == "refsam-local" for d in found)
@@ -150,10 +163,10 @@ def test_deploy_all_and_run_nightly_retrain_through_a_worker(
         f"train.output_dir={work / 'outputs'}",
         f"tracking.uri=sqlite:///{work / 'mlruns' / 'mlflow.db'}",
     ]
-    created = httpx.post(
+    created = _api(
+        "POST",
         f"{api}/deployments/{nightly['id']}/create_flow_run",
         json={"parameters": {"config": "configs/smoke.yaml", "overrides": overrides}},
-        timeout=30,
     )
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
@@ -171,7 +184,7 @@ def test_deploy_all_and_run_nightly_retrain_through_a_worker(
     deadline = time.monotonic() + 480
     state = None
     while time.monotonic() < deadline:
-        state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
+        state = _api("GET", f"{api}/flow_runs/{run_id}").json()["state"]
         if state and state["type"] in TERMINAL:
             break
         time.sleep(2)
