@@ -94,3 +94,21 @@ def hub_style_t5(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("t5-3b-like")
     write_hub_style_t5(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server on loopback for the whole session (tests/s3server.py)."""
+    from tests.s3server import running_s3_server
+
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server):
+    """``s3_server`` with its client variables set in this process for one test."""
+    from tests.s3server import client_environment
+
+    with client_environment(s3_server):
+        yield s3_server

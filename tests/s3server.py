@@ -1,0 +1,80 @@
+"""A real S3-compatible server on loopback for the tests: moto's ``ThreadedMotoServer``
+(the same HTTP API as AWS S3: boto3, s3fs and ``mlflow server`` talk to it as they would to
+a bucket). Clients find it the standard way: ``AWS_ENDPOINT_URL`` plus static credentials,
+the environment a user sets for MinIO, Ceph or a real bucket."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "refsam-test",
+    "AWS_SECRET_ACCESS_KEY": "refsam-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables a client process needs (merge into a subprocess environment)."""
+        return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
+
+    def new_bucket(self, prefix: str = "refsam") -> str:
+        """Create an empty bucket with a unique name; returns its name."""
+        import boto3
+
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials()).create_bucket(
+            Bucket=name
+        )
+        return name
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
+
+
+@contextlib.contextmanager
+def running_s3_server() -> Iterator[S3Server]:
+    """Start the server on a free loopback port; stop it on exit."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield S3Server(f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def client_environment(server: S3Server) -> Iterator[None]:
+    """Set the client variables in this process (and its children) for the block; fsspec's
+    cached S3 filesystems are dropped on both ends so none outlives its endpoint."""
+    import fsspec
+
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        fsspec.get_filesystem_class("s3").clear_instance_cache()
