@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from refsam.errors import ConfigError, did_you_mean
+from refsam.storage import Root
 
 
 class _Strict(BaseModel):
@@ -65,8 +66,13 @@ class AugmentConfig(_Strict):
 class DataConfig(_Strict):
     """Where raw data and shards live, and how the loader reads them."""
 
-    raw_root: Path = Path("datasets/raw")
-    shards_root: Path = Path("datasets/shards")
+    raw_root: Root = Field(
+        default=Path("datasets/raw"), description="local path or fsspec URL (s3://bucket/raw)"
+    )
+    shards_root: Root = Field(
+        default=Path("datasets/shards"),
+        description="local path or fsspec URL (s3://bucket/refsam/shards)",
+    )
     heldout_root: Path | None = None
     shard_size: int = Field(default=64, gt=0, description="videos per shard")
     ingest_workers: int = Field(default=2, gt=0)

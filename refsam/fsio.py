@@ -11,7 +11,9 @@ rename wins and each reader sees one complete version. An ``OSError`` about the 
 are. Temporaries left by a killed process are removed by :func:`remove_temporaries`, which
 only a directory's lock holder may call.
 
-Paths are local today; this is the module where object-store URLs (fsspec) would plug in.
+On an object store (a remote path from :func:`refsam.storage.as_path`) the same calls work
+with the store's semantics: the temporary is a sibling key, "rename" is the store's move
+(copy then delete: the final key appears complete or not at all), and there is no fsync.
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
+from refsam.storage import AnyPath, as_path, is_remote
+
 T = TypeVar("T")
 
 TEMPORARY = re.compile(r"^\..+\.tmp-\d+(?:-\d+)?$")
 """Names of the temporaries :func:`temporary_path` makes (and the older ``.tmp-<pid>``)."""
 
 
-def temporary_path(path: Path) -> Path:
+def temporary_path(path: AnyPath) -> AnyPath:
     """``.<name>.tmp-<pid>-<thread id>`` next to ``path``: unique among live writers."""
-    path = Path(path)
+    path = as_path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_native_id()}")
 
 
@@ -74,18 +78,23 @@ class PendingFile:
     (``"writing shard"``). A failed commit removes the temporary and names ``final``.
     """
 
-    def __init__(self, final: Path, *, what: str = "writing") -> None:
-        self.final = Path(final)
+    def __init__(self, final: AnyPath, *, what: str = "writing") -> None:
+        self.final = as_path(final)
         self.path = temporary_path(self.final)
         self.what = what
 
     def sync(self) -> None:
-        """fsync the temporary (its bytes are on disk before any rename)."""
-        self._guard(fsync_path, self.path)
+        """fsync the temporary (its bytes are on disk before any rename); an object store
+        has the bytes once the upload completed."""
+        if not is_remote(self.path):
+            self._guard(fsync_path, self.path)
 
-    def rename(self) -> Path:
+    def rename(self) -> AnyPath:
         """Move the (synced) temporary over the final name."""
-        self._guard(os.replace, self.path, self.final)
+        if is_remote(self.path):
+            self._guard(self.path.fs.mv, self.path.path, self.final.path)
+        else:
+            self._guard(os.replace, self.path, self.final)
         return self.final
 
     def commit(self) -> Path:
@@ -93,7 +102,8 @@ class PendingFile:
         return self.rename()
 
     def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
     def fail(self, exc: BaseException) -> NoReturn:
         """Discard the temporary and raise ``exc`` (renamed as the module docstring says);
@@ -112,7 +122,7 @@ class PendingFile:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path, *, what: str = "writing") -> Iterator[Path]:
+def atomic_path(path: AnyPath, *, what: str = "writing") -> Iterator[AnyPath]:
     """Yield a temporary path to write ``path`` through; committed when the block ends
     normally, removed (``path`` untouched) when it raises."""
     pending = PendingFile(path, what=what)
@@ -123,29 +133,29 @@ def atomic_path(path: Path, *, what: str = "writing") -> Iterator[Path]:
     pending.commit()
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], T], *, what: str = "writing") -> T:
+def atomic_write(path: AnyPath, write: Callable[[IO[bytes]], T], *, what: str = "writing") -> T:
     """Call ``write`` with a binary handle on a temporary next to ``path``, then fsync and
     rename it over ``path``; returns what ``write`` returns."""
     with atomic_path(path, what=what) as tmp, tmp.open("wb") as handle:
         return write(handle)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: AnyPath, data: bytes) -> None:
     """Replace ``path`` by ``data`` atomically (previous content kept on any failure)."""
-    atomic_write_many([(Path(path), data)])
+    atomic_write_many([(as_path(path), data)])
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: AnyPath, text: str) -> None:
     """:func:`atomic_write_bytes` of UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, obj: Any, *, indent: int | None = 2) -> None:
+def atomic_write_json(path: AnyPath, obj: Any, *, indent: int | None = 2) -> None:
     """``json.dumps(obj, indent=indent)`` plus a newline, written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
-def atomic_write_many(files: Sequence[tuple[Path, bytes]]) -> None:
+def atomic_write_many(files: Sequence[tuple[AnyPath, bytes]]) -> None:
     """Write several files all-or-nothing against write errors: every temporary is written
     and fsynced first, then they are renamed in the given order (put the file that commits
     the others, e.g. a manifest, last). If any write fails, none of the targets changes."""
@@ -162,24 +172,25 @@ def atomic_write_many(files: Sequence[tuple[Path, bytes]]) -> None:
         raise
 
 
-def remove_temporaries(directory: Path) -> list[Path]:
+def remove_temporaries(directory: AnyPath) -> list[AnyPath]:
     """Delete the temporaries (:data:`TEMPORARY`) killed writers left in ``directory``;
     returns them. Only while holding the directory's lock: a live writer's would go too."""
-    directory = Path(directory)
+    directory = as_path(directory)
     if not directory.is_dir():
         return []
     removed = []
-    for path in sorted(directory.iterdir()):
+    for path in sorted(directory.iterdir(), key=lambda p: p.name):
         if TEMPORARY.match(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
             removed.append(path)
     return removed
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: AnyPath) -> str:
     """Full sha256 hex digest of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
+    with as_path(path).open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -198,6 +209,6 @@ def csv_bytes(rows: Sequence[Mapping[str, object]]) -> bytes:
     return text.getvalue().encode("utf-8")
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
+def write_csv(path: AnyPath, rows: Sequence[Mapping[str, object]]) -> None:
     """Write ``rows`` as a CSV table (:func:`csv_bytes`) atomically."""
     atomic_write_bytes(path, csv_bytes(rows))

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from refsam.storage import AnyPath, as_path
+
 if TYPE_CHECKING:
     from refsam.config import RefSAMConfig
 
@@ -29,14 +31,15 @@ QUARANTINE = "quarantine.jsonl"
 SHARD_STATE = ".state"
 
 
-def split_dir(root: Path | str, dataset: str, split: str) -> Path:
-    """``<root>/<dataset>/<split>``: where a split's shards (or held-out GT) live."""
-    return Path(root) / dataset / split
+def split_dir(root: AnyPath | str, dataset: str, split: str) -> AnyPath:
+    """``<root>/<dataset>/<split>``: where a split's shards (or held-out GT) live; ``root``
+    may be an object-store URL (:mod:`refsam.storage`)."""
+    return as_path(root) / dataset / split
 
 
-def has_manifest(shard_dir: Path | str) -> bool:
+def has_manifest(shard_dir: AnyPath | str) -> bool:
     """Whether ``shard_dir`` holds a ``manifest.json`` (a finished ingest)."""
-    return (Path(shard_dir) / MANIFEST).is_file()
+    return (as_path(shard_dir) / MANIFEST).is_file()
 
 
 DEMO_RAW = Path("datasets/demo/raw")

@@ -10,6 +10,7 @@ from refsam.commands._types import positive_int
 from refsam.data.shards import DEFAULT_SHARD_SIZE, IngestSummary, ingest
 from refsam.data.sources import dataset_names, raw_dir_name, source_class
 from refsam.errors import UserError
+from refsam.storage import as_path
 
 
 def register(subparsers: Any) -> None:
@@ -27,9 +28,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--split", help="split name (default: every split of the dataset)")
     parser.add_argument("--all", action="store_true", help="every dataset/split found under --raw")
     parser.add_argument(
-        "--raw", type=Path, required=True, help="the dataset's raw root (with --all: their parent)"
+        "--raw",
+        type=as_path,
+        required=True,
+        help="the dataset's raw root (with --all: their parent)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="shards root, e.g. datasets/shards")
+    parser.add_argument(
+        "--out", type=as_path, required=True, help="shards root, e.g. datasets/shards"
+    )
     parser.add_argument(
         "--workers", type=positive_int, default=1, help="parallel shard writers (default 1)"
     )

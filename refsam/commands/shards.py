@@ -9,6 +9,7 @@ from typing import Any
 from refsam.data.index import read_manifest, verify
 from refsam.errors import UserError
 from refsam.paths import MANIFEST
+from refsam.storage import as_path
 
 
 def register(subparsers: Any) -> None:
@@ -19,13 +20,15 @@ def register(subparsers: Any) -> None:
         "verify", help="checksums and counts against manifest.json (exit 1 on mismatch)"
     )
     check.add_argument(
-        "dir", type=Path, help="a <dataset>/<split> shard directory or a shards root"
+        "dir", type=as_path, help="a <dataset>/<split> shard directory or a shards root"
     )
     check.set_defaults(func=run_verify)
     show = sub.add_parser(
         "show", help="counts, sizes, frames, expressions per split, quarantine summary"
     )
-    show.add_argument("dir", type=Path, help="a <dataset>/<split> shard directory or a shards root")
+    show.add_argument(
+        "dir", type=as_path, help="a <dataset>/<split> shard directory or a shards root"
+    )
     show.set_defaults(func=run_show)
     parser.set_defaults(func=_no_action)
 

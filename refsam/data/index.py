@@ -17,6 +17,7 @@ from refsam.data.tario import member_problem
 from refsam.errors import DataError
 from refsam.fsio import atomic_write_bytes, file_sha256
 from refsam.paths import INDEX, MANIFEST, QUARANTINE
+from refsam.storage import AnyPath, as_path
 
 FORMAT = "refsam-shards/1"
 
@@ -57,12 +58,13 @@ def write_index(rows: list[dict[str, Any]], path: Path) -> None:
     atomic_write_bytes(path, index_bytes(rows))
 
 
-def read_index(shard_dir: Path) -> pa.Table:
+def read_index(shard_dir: AnyPath) -> pa.Table:
     """The index of a shard directory as a pyarrow Table (``.to_pylist()`` for rows)."""
-    path = Path(shard_dir) / INDEX
+    path = as_path(shard_dir) / INDEX
     if not path.is_file():
         raise DataError(f"{path}: not found; expected the index written by `refsam ingest`")
-    return pq.read_table(path)
+    with path.open("rb") as handle:
+        return pq.read_table(handle)
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
@@ -87,8 +89,8 @@ def _parse_manifest(path: Path, data: bytes) -> dict[str, Any]:
     return manifest
 
 
-def _manifest_data(shard_dir: Path) -> tuple[Path, bytes]:
-    path = Path(shard_dir) / MANIFEST
+def _manifest_data(shard_dir: AnyPath) -> tuple[AnyPath, bytes]:
+    path = as_path(shard_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: not found; expected a shard directory written by `refsam ingest`")
     return path, path.read_bytes()
@@ -116,8 +118,8 @@ def write_quarantine(items: Iterable[dict[str, Any]], path: Path) -> None:
     atomic_write_bytes(path, quarantine_bytes(items))
 
 
-def read_quarantine(shard_dir: Path) -> list[dict[str, Any]]:
-    path = Path(shard_dir) / QUARANTINE
+def read_quarantine(shard_dir: AnyPath) -> list[dict[str, Any]]:
+    path = as_path(shard_dir) / QUARANTINE
     if not path.is_file():
         return []
     return [
@@ -125,17 +127,16 @@ def read_quarantine(shard_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
-def verify(shard_dir: Path) -> list[str]:
+def verify(shard_dir: AnyPath) -> list[str]:
     """Compare every shard with the manifest (sha256, size, sample count); returns problems."""
+    shard_dir = as_path(shard_dir)
     manifest = read_manifest(shard_dir)
     problems = []
     listed = {s["name"] for s in manifest["shards"]}
-    for extra in sorted(
-        p.name for p in sorted(Path(shard_dir).glob("shard-*.tar")) if p.name not in listed
-    ):
+    for extra in sorted(p.name for p in shard_dir.glob("shard-*.tar") if p.name not in listed):
         problems.append(f"{extra}: not listed in the manifest")
     for entry in manifest["shards"]:
-        path = Path(shard_dir) / entry["name"]
+        path = shard_dir / entry["name"]
         if not path.is_file():
             problems.append(f"{entry['name']}: missing")
             continue
@@ -143,7 +144,7 @@ def verify(shard_dir: Path) -> list[str]:
             problems.append(f"{entry['name']}: sha256/size differs from the manifest")
             continue
         try:
-            with tarfile.open(path) as tar:
+            with path.open("rb") as handle, tarfile.open(fileobj=handle) as tar:
                 members = tar.getmembers()
         except tarfile.TarError as exc:
             problems.append(f"{entry['name']}: unreadable tar ({exc})")

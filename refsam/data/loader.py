@@ -39,6 +39,7 @@ from refsam.data.transforms import (
 )
 from refsam.data.types import ClipBatch, EvalExpression, EvalObject, EvalVideo, MaskSequence
 from refsam.errors import DataError
+from refsam.storage import AnyPath, as_path
 
 DEFAULT_SHUFFLE_BUFFER = 64
 NEIGHBOUR_WINDOW = 2  # neighbours are drawn within ± window × T frames of the anchor
@@ -244,7 +245,7 @@ def _augment_config(augment: bool | AugmentConfig) -> AugmentConfig | None:
     return AugmentConfig() if augment else None
 
 
-def _training_shards(shard_dirs: list[Path]) -> list[str]:
+def _training_shards(shard_dirs: list[AnyPath]) -> list[str]:
     urls = []
     for shard_dir in shard_dirs:
         manifest = read_manifest(shard_dir)
@@ -253,9 +254,7 @@ def _training_shards(shard_dirs: list[Path]) -> list[str]:
                 f"{shard_dir}: {manifest['dataset']}/{manifest['split']} has no ground-truth "
                 "masks; it cannot be used for training"
             )
-        urls += [
-            str(Path(shard_dir) / s["name"]) for s in manifest["shards"] if s["expressions"] > 0
-        ]
+        urls += [str(shard_dir / s["name"]) for s in manifest["shards"] if s["expressions"] > 0]
     return urls
 
 
@@ -280,7 +279,7 @@ def build_train_loader(
     ``expressions_per_clip`` K > 1 each clip carries up to K expressions of its video
     (one encoder pass per frame serves them all). Fails clearly when there are fewer non-empty
     shards than ``world_size × max(1, num_workers)``."""
-    urls = _training_shards([Path(d) for d in shard_dirs])
+    urls = _training_shards([as_path(d) for d in shard_dirs])
     needed = world_size * max(1, num_workers)
     if len(urls) < needed:
         raise DataError(
@@ -343,7 +342,7 @@ def _build_eval_video(sample: dict[str, Any]) -> EvalVideo:
 
 def iter_eval_videos(shard_dir: Path) -> Iterator[EvalVideo]:
     """Whole videos in shard order (frames in order, original sizes, masks if the split has GT)."""
-    urls = [str(p) for p in shard_paths(Path(shard_dir))]
+    urls = [str(p) for p in shard_paths(shard_dir)]
     if not urls:
         raise DataError(f"{shard_dir}: no shard-*.tar files; run `refsam ingest` first")
     pipeline = wds.DataPipeline(

@@ -39,6 +39,7 @@ from refsam.data.sources import catalog_card
 from refsam.data.types import VideoRecord
 from refsam.errors import DataError
 from refsam.paths import INDEX, MANIFEST, QUARANTINE, SHARD_STATE
+from refsam.storage import AnyPath, as_path, ensure_dir, in_this_process
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def write_shard(plan: IngestPlan, task: ShardTask) -> ShardResult:
     done = completed_shard(plan, task)
     if done is not None:
         return done
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(plan.out_dir)
     rows: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
     samples = frames = 0
@@ -206,7 +207,7 @@ def write_shard(plan: IngestPlan, task: ShardTask) -> ShardResult:
         quarantined,
     )
     state = _state_path(plan, task)
-    state.parent.mkdir(exist_ok=True)
+    ensure_dir(state.parent)
     fsio.atomic_write_bytes(state, dumps(asdict(result)))
     return result
 
@@ -226,7 +227,7 @@ def finalize(plan: IngestPlan, results: list[ShardResult]) -> IngestSummary:
     quarantined = [q.to_json() for q in plan.planning_quarantine] + [
         q for r in results for q in r.quarantined
     ]
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(plan.out_dir)
     by_reason = dict(sorted(Counter(q["reason"] for q in quarantined).items()))
     counts = {
         "videos": sum(r.samples for r in results),
@@ -308,6 +309,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _process_worker(index: int) -> ShardResult:
     assert _WORKER_PLAN is not None
+    _WORKER_PLAN.out_dir = in_this_process(_WORKER_PLAN.out_dir)
     return write_shard(_WORKER_PLAN, _WORKER_PLAN.shards[index])
 
 
@@ -378,6 +380,6 @@ def ingest(
     return summary
 
 
-def shard_paths(shard_dir: Path) -> list[Path]:
-    """The shard tars of a directory in order."""
-    return sorted(Path(shard_dir).glob("shard-*.tar"))
+def shard_paths(shard_dir: AnyPath) -> list[AnyPath]:
+    """The shard tars of a directory (or object-store prefix) in order."""
+    return sorted(as_path(shard_dir).glob("shard-*.tar"), key=lambda p: p.name)

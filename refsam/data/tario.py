@@ -8,7 +8,9 @@ extracts to disk, but a shard like that was not written by ``refsam ingest``.
 
 A transient read error (an ``OSError`` such as EIO while opening or reading) is retried
 :data:`READ_RETRIES` times, resuming after the samples already handed out; after that the
-error is raised as an ``OSError`` naming the shard.
+error is raised as an ``OSError`` naming the shard. A shard URL (``s3://bucket/…/shard-…tar``)
+is streamed through fsspec in large sequential blocks: nothing is downloaded ahead, and a
+retry re-opens the object and skips the samples already handed out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from refsam.errors import DataError
+from refsam.storage import as_path, is_url
 
 log = logging.getLogger(__name__)
 READ_RETRIES = 3
@@ -27,8 +30,15 @@ READ_RETRIES = 3
 RETRY_DELAY_S = 0.05
 
 
+STREAM_BLOCK = 8 << 20
+"""Bytes per ranged read when streaming a shard from an object store."""
+
+
 def open_shard(path: str) -> IO[bytes]:
-    """Open a shard for reading (the one place a shard file is opened)."""
+    """Open a shard for reading (the one place a shard file is opened): a local file, or
+    an object-store URL streamed in :data:`STREAM_BLOCK` reads."""
+    if is_url(path):
+        return as_path(path).open("rb", block_size=STREAM_BLOCK, cache_type="readahead")
     return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
