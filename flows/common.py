@@ -67,7 +67,7 @@ def score_split(cfg: RefSAMConfig, split: DataSplit, checkpoint: str | Path, out
         Path(checkpoint),
         split.dataset,
         split.split,
-        shards=Path(cfg.data.shards_root),
+        shards=cfg.data.shards_root,
         out=out,
         heldout=cfg.data.heldout_root,
         device=cfg.train.device,

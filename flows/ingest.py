@@ -35,6 +35,7 @@ from refsam.data.shards import (
     remove_temporaries,
     write_shard,
 )
+from refsam.storage import as_path
 
 IO_RETRIES = 2
 
@@ -44,7 +45,7 @@ def _plan(
     dataset: str, split: str, raw: str, out: str, shard_size: int, run_token: str
 ) -> IngestPlan:
     """One plan per flow run (``run_token``), shared by that run's tasks (threads)."""
-    return plan_ingest(dataset, split, Path(raw), Path(out), shard_size=shard_size)
+    return plan_ingest(dataset, split, as_path(raw), as_path(out), shard_size=shard_size)
 
 
 _retry_on_io = retry_on_io  # transient I/O only: not a missing or forbidden path

@@ -78,7 +78,7 @@ def ingest_splits(cfg: RefSAMConfig, dask_address: str | None = None) -> list[di
 
     summaries = []
     for split in required_splits(cfg):
-        raw = Path(cfg.data.raw_root) / raw_dir_name(split.dataset)
+        raw = cfg.data.raw_root / raw_dir_name(split.dataset)
         runner = ingest_task_runner(cfg.data.ingest_workers, dask_address)
         ingest = ingest_flow.with_options(
             task_runner=runner, flow_run_name=f"ingest-{split.dataset}-{split.split}"

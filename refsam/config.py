@@ -73,7 +73,7 @@ class DataConfig(_Strict):
         default=Path("datasets/shards"),
         description="local path or fsspec URL (s3://bucket/refsam/shards)",
     )
-    heldout_root: Path | None = None
+    heldout_root: Root | None = None
     shard_size: int = Field(default=64, gt=0, description="videos per shard")
     ingest_workers: int = Field(default=2, gt=0)
     loader_workers: int = Field(default=0, ge=0)

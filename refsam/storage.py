@@ -17,6 +17,7 @@ them itself.
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 from typing import Annotated, Any, TypeAlias
 
@@ -67,10 +68,30 @@ def is_remote(path: Any) -> bool:
     return isinstance(path, UPath) and is_url(path)
 
 
-def in_this_process(path: AnyPath) -> AnyPath:
-    """``path`` with a storage client of this process: fsspec's async clients (s3fs) must
-    not be used across a fork, so a forked worker re-opens the location from its URL."""
-    return as_path(str(path)) if is_remote(path) else path
+def is_within(path: AnyPath, root: AnyPath) -> bool:
+    """Whether ``path`` stays under ``root`` lexically (no ``..`` escape, no absolute
+    replacement); symlinks inside a local root are followed deliberately."""
+    if is_remote(root):
+        if not is_remote(path) or path.protocol != root.protocol:
+            return False
+        base, target = posixpath.normpath(root.path), posixpath.normpath(path.path)
+        return target == base or target.startswith(base.rstrip("/") + "/")
+    base = os.path.normpath(os.path.abspath(root))
+    target = os.path.normpath(os.path.abspath(path))
+    return target == base or target.startswith(base + os.sep)
+
+
+def object_listing(paths: list[AnyPath], root: AnyPath) -> list[str]:
+    """``<path relative to root>\t<size>\t<version>`` of every object under ``paths`` on
+    an object store, sorted; the version is the store's ETag (its content tag), else its
+    modification time."""
+    entries = []
+    for path in paths:
+        for name, info in sorted(path.fs.find(path.path, detail=True).items()):
+            version = info.get("ETag") or info.get("etag") or info.get("LastModified", "")
+            relative = name[len(root.path.rstrip("/")) + 1 :]
+            entries.append(f"{relative}\t{info.get('size')}\t{str(version).strip(chr(34))}")
+    return sorted(entries)
 
 
 def ensure_dir(path: AnyPath) -> None:

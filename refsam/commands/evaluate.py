@@ -9,6 +9,7 @@ from typing import Any
 from refsam.commands._types import add_model_source, positive_int, probability
 from refsam.errors import UserError, did_you_mean
 from refsam.paths import not_found_message
+from refsam.storage import as_path
 
 
 def register(subparsers: Any) -> None:
@@ -27,10 +28,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--dataset", required=True, help="e.g. ref-davis17, ref-youtube-vos, mevis")
     parser.add_argument("--split", required=True, help="e.g. valid (the dataset's splits)")
     parser.add_argument(
-        "--shards", type=Path, help="shards root (default: the checkpoint config's)"
+        "--shards", type=as_path, help="shards root (default: the checkpoint config's)"
     )
     parser.add_argument(
-        "--heldout", type=Path, help="held-out GT root (demo: datasets/demo/heldout)"
+        "--heldout", type=as_path, help="held-out GT root (demo: datasets/demo/heldout)"
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")

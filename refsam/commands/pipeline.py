@@ -107,7 +107,7 @@ def predict_example(cfg: RefSAMConfig) -> tuple[str, str] | None:
         video = next(iter(iter_eval_videos(shard_dir)), None)
         if video is None or not video.expressions:
             continue
-        raw = Path(cfg.data.raw_root) / raw_dir_name(split.dataset)
+        raw = cfg.data.raw_root / raw_dir_name(split.dataset)
         folders = (p for p in raw.rglob(video.video) if p.is_dir() and "JPEGImages" in p.parts)
         folder = next(folders, None)
         if folder is not None:

@@ -18,6 +18,7 @@ from refsam.errors import UserError
 from refsam.eval.layouts import protocol_names, score_dirs
 from refsam.eval.protocols import ProtocolResult
 from refsam.fsio import atomic_write_json, write_csv
+from refsam.storage import as_path
 
 
 def register(subparsers: Any) -> None:
@@ -35,15 +36,15 @@ def register(subparsers: Any) -> None:
             "[Annotations/]<vid>/<exp_id>/<frame>.png; refcoco <sent_id>.png on both sides."
         ),
     )
-    parser.add_argument("--pred", type=Path, required=True, help="predicted masks folder")
-    parser.add_argument("--gt", type=Path, required=True, help="ground-truth folder")
+    parser.add_argument("--pred", type=as_path, required=True, help="predicted masks folder")
+    parser.add_argument("--gt", type=as_path, required=True, help="ground-truth folder")
     parser.add_argument(
         "--protocol", required=True, choices=protocol_names(), help="scoring protocol"
     )
     parser.add_argument("--out", type=Path, help="write per-item CSV tables and summary.json here")
     parser.add_argument(
         "--meta",
-        type=Path,
+        type=as_path,
         help="ytvos: the split's meta_expressions.json (default GT/meta_expressions.json)",
     )
     parser.add_argument(

@@ -21,6 +21,7 @@ from refsam.data.sources.raw_files import unsafe_name
 from refsam.data.types import QuarantineItem, shard_key
 from refsam.errors import DataError
 from refsam.paths import split_dir
+from refsam.storage import as_path
 
 DEFAULT_SHARD_SIZE = 64
 
@@ -74,7 +75,7 @@ def plan_ingest(
     """
     if shard_size <= 0:
         raise DataError(f"shard size must be positive, got {shard_size}")
-    source = open_source(dataset, split, Path(raw))
+    source = open_source(dataset, split, as_path(raw))
     videos, quarantine = [], list(source.planning_quarantine)
     keys: set[str] = set()
     for video in source.video_ids():
@@ -115,7 +116,7 @@ def plan_ingest(
     return IngestPlan(
         dataset,
         split,
-        Path(raw),
+        as_path(raw),
         split_dir(out, dataset, split),
         shard_size,
         fingerprint,

@@ -39,7 +39,7 @@ from refsam.data.sources import catalog_card
 from refsam.data.types import VideoRecord
 from refsam.errors import DataError
 from refsam.paths import INDEX, MANIFEST, QUARANTINE, SHARD_STATE
-from refsam.storage import AnyPath, as_path, ensure_dir, in_this_process
+from refsam.storage import AnyPath, as_path, ensure_dir, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,6 @@ def _die_with_parent(parent: int) -> None:
 
 def _process_worker(index: int) -> ShardResult:
     assert _WORKER_PLAN is not None
-    _WORKER_PLAN.out_dir = in_this_process(_WORKER_PLAN.out_dir)
     return write_shard(_WORKER_PLAN, _WORKER_PLAN.shards[index])
 
 
@@ -328,7 +327,8 @@ def ingest(
     """Ingest one raw split into ``out/<dataset>/<split>/`` (see module docstring).
 
     ``workers`` > 1 writes shards in parallel (``executor`` "process" or "thread"); the
-    bytes do not depend on it. ``strict``: any quarantined item raises DataError.
+    bytes do not depend on it. With a root on an object store the writers are threads:
+    fsspec's clients cannot cross a fork, and the work there waits on the network. ``strict``: any quarantined item raises DataError.
     """
     global _WORKER_PLAN
     start = time.perf_counter()
@@ -351,7 +351,7 @@ def ingest(
                 results.append(write_shard(plan, task))
                 bar.update(len(task.videos))
         else:
-            if executor == "process":
+            if executor == "process" and not (is_remote(plan.raw) or is_remote(plan.out_dir)):
                 _WORKER_PLAN = plan
                 pool: Any = ProcessPoolExecutor(
                     workers,

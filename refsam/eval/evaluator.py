@@ -42,6 +42,7 @@ from refsam.fsio import write_csv
 from refsam.modeling.checkpoint import model_from_checkpoint
 from refsam.modeling.refsam import RefSAM
 from refsam.runlog import RunLogger
+from refsam.storage import as_path
 
 log = logging.getLogger(__name__)
 
@@ -246,10 +247,10 @@ def evaluate(
     mask probability threshold) to its ``eval.mask_threshold``."""
     family_for(dataset)  # an unknown dataset fails before the model is built
     model, cfg = model_from_checkpoint(checkpoint, device="cpu")
-    shards = Path(shards) if shards is not None else cfg.data.shards_root
+    shards = as_path(shards) if shards is not None else cfg.data.shards_root
     if heldout is None:
         heldout = cfg.data.heldout_root
-    if not Path(shards).is_dir():
+    if not shards.is_dir():
         raise UserError(f"--shards {shards}: no such directory")
     result = evaluate_model(
         model,

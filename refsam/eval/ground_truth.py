@@ -18,11 +18,12 @@ from refsam.data.types import EvalExpression, EvalVideo
 from refsam.errors import DataError
 from refsam.eval.io import VOID_LABEL, read_png
 from refsam.paths import MANIFEST, has_manifest, split_dir
+from refsam.storage import as_path
 
 
 def shard_dir_for(shards: Path, dataset: str, split: str) -> Path:
     """``shards`` may be the shards root (holding ``<dataset>/<split>``) or the split dir."""
-    shards = Path(shards)
+    shards = as_path(shards)
     expected = split_dir(shards, dataset, split)
     for candidate in (expected, shards):
         if has_manifest(candidate):
@@ -37,7 +38,7 @@ def heldout_dir_for(heldout: Path | None, dataset: str, split: str) -> Path | No
     """``<heldout>/<dataset>/<split>`` (or ``heldout`` itself) when it exists."""
     if heldout is None:
         return None
-    for candidate in (split_dir(heldout, dataset, split), Path(heldout)):
+    for candidate in (split_dir(heldout, dataset, split), as_path(heldout)):
         if (candidate / "meta_expressions.json").is_file():
             return candidate
     return None

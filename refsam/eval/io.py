@@ -23,6 +23,7 @@ from PIL import Image
 
 from refsam.data.decode import MAX_IMAGE_PIXELS
 from refsam.errors import UserError
+from refsam.storage import as_path, is_remote
 
 VOID_LABEL = 255
 
@@ -46,11 +47,11 @@ _PALETTE = davis_palette()
 
 def read_png(path: Path) -> np.ndarray:
     """Read a mask PNG as an H×W uint8 array of labels (palette indices or grey values)."""
-    path = Path(path)
+    path = as_path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(io.BytesIO(path.read_bytes()) if is_remote(path) else path)
         with image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
@@ -118,7 +119,7 @@ def read_png_stack(paths: Sequence[Path], size: tuple[int, int] | None = None) -
 
 def list_pngs(folder: Path) -> list[str]:
     """Sorted frame names (file stems) of the ``*.png`` files directly in ``folder``."""
-    return sorted(p.stem for p in Path(folder).glob("*.png") if p.is_file())
+    return sorted(p.stem for p in as_path(folder).glob("*.png") if p.is_file())
 
 
 def encode_png(array: np.ndarray, *, palette: bool) -> bytes:

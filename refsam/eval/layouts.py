@@ -29,6 +29,7 @@ from refsam.eval import protocols
 from refsam.eval.families import FolderOptions, folder_protocols
 from refsam.eval.io import VOID_LABEL, list_pngs, read_png_stack
 from refsam.eval.protocols import MAX_PROPOSALS, ProtocolResult, VoidMode
+from refsam.storage import as_path
 
 DAVIS_PROTOCOLS = ("davis", "davis-semi")
 
@@ -59,7 +60,7 @@ def resolve_davis_gt(gt: Path, sequences: Sequence[str] | None) -> tuple[Path, l
     ``gt`` is an annotation folder (``<seq>/<frame>.png``) or a DAVIS / Ref-DAVIS root; for a
     root the sequences default to ``ImageSets/2017/val.txt``.
     """
-    gt = require_dir(Path(gt), "ground-truth")
+    gt = require_dir(as_path(gt), "ground-truth")
     for root in (gt / "DAVIS", gt):
         annotations = root / "Annotations_unsupervised" / "480p"
         if annotations.is_dir():
@@ -106,8 +107,8 @@ def iter_davis(
         if not frames:
             raise UserError(f"{gt / name}: no ground-truth PNG frames")
         gt_labels = read_png_stack([gt / name / f"{f}.png" for f in frames])
-        require_dir(Path(pred) / name, "prediction sequence")
-        paths = frame_paths(Path(pred) / name, frames)
+        require_dir(as_path(pred) / name, "prediction sequence")
+        paths = frame_paths(as_path(pred) / name, frames)
         pred_labels = read_png_stack(paths, size=gt_labels.shape[1:])
         if unsupervised:
             _check_labels(paths, pred_labels, MAX_PROPOSALS, f"at most {MAX_PROPOSALS} allowed")
@@ -129,7 +130,7 @@ def score_davis(
 ) -> ProtocolResult:
     """DAVIS 2017 unsupervised (``davis``) or semi-supervised (``davis-semi``) from folders."""
     gt, names = resolve_davis_gt(gt, sequences)
-    require_dir(Path(pred), "prediction")
+    require_dir(as_path(pred), "prediction")
     items = iter_davis(pred, gt, names, unsupervised=unsupervised)
     return protocols.davis(items, unsupervised=unsupervised, void=void)
 
@@ -176,5 +177,5 @@ def score_dirs(
             f"unknown protocol {protocol!r}; expected one of {', '.join(protocol_names())}"
         )
     return scorers[protocol](
-        Path(pred), Path(gt), FolderOptions(sequences=sequences, meta=meta, void=void)
+        as_path(pred), as_path(gt), FolderOptions(sequences=sequences, meta=meta, void=void)
     )

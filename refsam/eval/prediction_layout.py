@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from refsam.eval.io import read_binary_mask, read_png, write_binary_png, write_label_png
+from refsam.storage import as_path
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,17 @@ class ExpressionLayout:
 
     def root(self, pred_dir: Path) -> Path:
         """The folder holding ``<video>/`` folders under ``pred_dir``."""
-        return Path(pred_dir) / self.prefix if self.prefix else Path(pred_dir)
+        return as_path(pred_dir) / self.prefix if self.prefix else as_path(pred_dir)
 
     def found_root(self, pred_dir: Path) -> Path:
         """:meth:`root` when it exists, else ``pred_dir`` itself (folders given by users
         may leave the prefix out)."""
         root = self.root(pred_dir)
-        return root if root.is_dir() else Path(pred_dir)
+        return root if root.is_dir() else as_path(pred_dir)
 
     def under(self, root: Path, video: str, exp_id: str) -> Path:
         """The folder of one expression's frames below a :meth:`root`."""
-        return Path(root) / video / exp_id
+        return as_path(root) / video / exp_id
 
     def expression_dir(self, pred_dir: Path, video: str, exp_id: str) -> Path:
         return self.under(self.root(pred_dir), video, exp_id)
@@ -87,7 +88,7 @@ class AnnotationSetLayout:
         return f"anno_{index}"
 
     def set_dir(self, pred_dir: Path, index: int) -> Path:
-        return Path(pred_dir) / self.set_name(index)
+        return as_path(pred_dir) / self.set_name(index)
 
     def set_dirs(self, pred_dir: Path) -> list[Path]:
         return [self.set_dir(pred_dir, k) for k in range(self.n_sets)]
@@ -113,7 +114,7 @@ class SentenceLayout:
     """``<sent_id>.png``, one binary mask per sentence at the image's size."""
 
     def path(self, pred_dir: Path, sent_id: str) -> Path:
-        return Path(pred_dir) / f"{sent_id}.png"
+        return as_path(pred_dir) / f"{sent_id}.png"
 
     def write(self, pred_dir: Path, sent_id: str, mask: np.ndarray) -> None:
         write_binary_png(self.path(pred_dir, sent_id), mask)

@@ -24,6 +24,7 @@ import numpy as np
 
 from refsam.errors import DataError
 from refsam.paths import split_dir
+from refsam.storage import as_path
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ExpressionSubsets:
     def read(cls, path: Path) -> ExpressionSubsets:
         """Load and check ``{video: {exp_id: subset}}`` (DataError naming the bad key)."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(as_path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DataError(f"{path}: unreadable expression subsets ({exc})") from None
         if not isinstance(data, dict):
@@ -73,7 +74,7 @@ class ExpressionSubsets:
                         f"string without '/'), got {subset!r}"
                     )
                 labels[(str(video), str(exp_id))] = subset
-        return cls(Path(path), labels)
+        return cls(as_path(path), labels)
 
     @classmethod
     def find(cls, heldout: Path | None, dataset: str, split: str) -> ExpressionSubsets | None:
@@ -81,7 +82,7 @@ class ExpressionSubsets:
         ``<heldout>/subsets.json`` when ``heldout`` is the split folder; None without."""
         if heldout is None:
             return None
-        for folder in (split_dir(heldout, dataset, split), Path(heldout)):
+        for folder in (split_dir(heldout, dataset, split), as_path(heldout)):
             if (folder / SUBSETS_FILE).is_file():
                 return cls.read(folder / SUBSETS_FILE)
         return None

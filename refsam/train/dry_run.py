@@ -25,6 +25,7 @@ from refsam.modeling.build import meta_refsam, switches
 from refsam.modeling.checkpoint import SAM_PREFIXES, SamCheckpointError
 from refsam.modeling.text_encoder import DEFAULT_TEXT_ENCODER
 from refsam.paths import describe_run_dirs, has_manifest, run_dir
+from refsam.storage import as_path
 from refsam.train.checkpoint import CheckpointError, check_resumable, list_step_checkpoints
 from refsam.train.memory import memory_report, text_encoder_size
 from refsam.train.results import TrainResult, trainable_counts
@@ -71,7 +72,7 @@ def check_paths(cfg: RefSAMConfig) -> list[str]:
         folder = shard_dir(cfg, split.dataset, split.split)
         if not has_manifest(folder):
             problems.append(f"eval.sets: no shards at {folder}")
-    if cfg.data.heldout_root is not None and not Path(cfg.data.heldout_root).is_dir():
+    if cfg.data.heldout_root is not None and not as_path(cfg.data.heldout_root).is_dir():
         problems.append(f"data.heldout_root: {cfg.data.heldout_root} is not a directory")
     if Path(cfg.train.output_dir).exists() and not Path(cfg.train.output_dir).is_dir():
         problems.append(f"train.output_dir: {cfg.train.output_dir} exists and is not a directory")

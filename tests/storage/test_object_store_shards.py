@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from refsam.cli import main
+from refsam.data.index import read_index, read_quarantine
 from refsam.data.loader import build_train_loader, iter_eval_videos
 from refsam.data.lock import output_lock
 from refsam.data.shards import ingest
@@ -71,12 +72,12 @@ def test_ingest_to_a_bucket_writes_the_local_bytes_and_readers_stream_them(
     assert "ok   s3://" in shown and "refcocog/train" in shown
 
     # training batches and evaluation videos streamed from the bucket equal the local ones
-    def batches(root) -> list:
+    def batches(root, workers: int = 0) -> list:
         dirs = [as_path(root) / "refcocog" / "train"]
         return list(build_train_loader(dirs, img_size=32, frames_per_clip=2, batch_size=3,
-                                       seed=3, world_size=2, rank=1))  # fmt: skip
+                                       seed=3, world_size=2, rank=1, num_workers=workers))  # fmt: skip
 
-    ours, theirs = batches(url), batches(tmp_path)
+    ours, theirs = batches(url, workers=2), batches(tmp_path, workers=2)
     assert [b.meta for b in ours] == [b.meta for b in theirs] and ours
     assert all(torch.equal(a.frames, b.frames) for a, b in zip(ours, theirs, strict=True))
     remote_videos = list(iter_eval_videos(as_path(url) / "ref-davis17" / "valid"))
@@ -180,3 +181,63 @@ def test_sigkill_during_an_ingest_to_the_bucket_then_rerun_is_byte_identical(
     after = _objects(s3, bucket, "shards/")
     assert _published(after) == _published(_local(tmp_path))
     assert not [k for k in after if ".tmp-" in k or k.endswith(".lock")]
+
+
+def test_raw_data_in_a_bucket_ingests_to_the_same_shards(
+    s3, demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket = s3.new_bucket()
+    raw = as_path(f"s3://{bucket}/raw")
+    for _dataset, _split, folder in (DAVIS, COCOG):
+        raw.fs.put(str(demo_root / "raw" / folder), f"{bucket}/raw/{folder}", recursive=True)
+    out = f"s3://{bucket}/shards"
+    for dataset in ("ref-davis17", "refcocog"):
+        folder = DAVIS[2] if dataset == "ref-davis17" else COCOG[2]
+        args = ["ingest", "--dataset", dataset, "--raw", f"{raw}/{folder}", "--out", out]
+        assert main([*args, "--shard-size", "2", "--workers", "2"]) == 0
+        local = ["ingest", "--dataset", dataset, "--raw", str(demo_root / "raw" / folder)]
+        assert main([*local, "--out", str(tmp_path), "--shard-size", "2"]) == 0
+    assert "quarantined items by reason: none" in capsys.readouterr().out
+    remote = _objects(s3, bucket, "shards/")
+    content = {k: v for k, v in _published(remote).items() if not k.endswith("manifest.json")}
+    assert content == {
+        k: v for k, v in _published(_local(tmp_path)).items() if not k.endswith("manifest.json")
+    }
+    manifest = json.loads(remote["refcocog/train/manifest.json"])
+    assert manifest["source"]["root"] == f"s3://{bucket}/raw/coco"
+    # the raw fingerprint follows the objects: a changed caption file re-plans the split
+    again = ingest(*COCOG[:2], raw / "coco", as_path(out), shard_size=2, progress=False)
+    assert again.shards_written == 0
+    refs = raw / "coco" / "refcocog" / "instances.json"
+    refs.write_bytes(refs.read_bytes() + b"\n")
+    changed = ingest(*COCOG[:2], raw / "coco", as_path(out), shard_size=2, progress=False)
+    assert changed.shards_written == changed.shards
+    # a frame missing in the bucket is quarantined naming it, the rest is ingested
+    video = read_index(tmp_path / "ref-davis17" / "valid").column("video")[0].as_py()
+    (raw / "ref-davis" / "DAVIS" / "JPEGImages" / "480p" / video / "00001.jpg").unlink()
+    summary = ingest(*DAVIS[:2], raw / "ref-davis", as_path(out), shard_size=2, progress=False)
+    assert summary.quarantine_by_reason == {"missing_frame": 1}
+    (item,) = read_quarantine(as_path(out) / "ref-davis17" / "valid")
+    assert item["video"] == video and "00001" in item["message"]
+
+
+def test_score_reads_ground_truth_and_predictions_from_a_bucket(
+    s3, demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.eval.test_score_cli import score, write_mevis_predictions
+
+    split = demo_root / "heldout" / "mevis" / "valid"
+    write_mevis_predictions(split, tmp_path / "pred")
+    bucket = s3.new_bucket()
+    fs = as_path(f"s3://{bucket}").fs
+    fs.put(str(split), f"{bucket}/gt", recursive=True)
+    fs.put(str(tmp_path / "pred"), f"{bucket}/pred", recursive=True)
+    local = score(
+        capsys, "--pred", str(tmp_path / "pred"), "--gt", str(split), "--protocol", "mevis"
+    )
+    remote = score(capsys, "--pred", f"s3://{bucket}/pred", "--gt", f"s3://{bucket}/gt",
+                   "--protocol", "mevis")  # fmt: skip
+    assert remote == local and local["J&F"] == 1.0
+    missing = main(["score", "--pred", str(tmp_path / "pred"), "--gt", f"s3://{bucket}/nothing",
+                    "--protocol", "mevis"])  # fmt: skip
+    assert missing == 2 and f"s3://{bucket}/nothing" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import yaml
 
 from refsam.data.sources.base import Source
 from refsam.errors import DataError, UserError
+from refsam.storage import as_path
 
 _REGISTRY: dict[str, type[Source]] = {}
 CATALOG = Path(__file__).resolve().parents[3] / "datasets"
@@ -62,7 +63,7 @@ def source_class(dataset: str) -> type[Source]:
 
 def open_source(dataset: str, split: str, raw: Path) -> Source:
     """Open one split of a raw dataset (fatal DataError on a bad root or metadata file)."""
-    return source_class(dataset)(Path(raw), split)
+    return source_class(dataset)(as_path(raw), split)
 
 
 def catalog_card(dataset: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from refsam.data.sources.raw_files import (
 from refsam.data.types import Expression, ObjectTrack, QuarantineItem, VideoRecord
 from refsam.errors import DataError
 from refsam.fsio import file_sha256
+from refsam.storage import as_path, is_within
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Source(ABC):
             raise DataError(
                 f"{self.name}: unknown split {split!r}; expected one of {', '.join(self.splits)}"
             )
-        self.root = Path(root)
+        self.root = as_path(root)
         self.split = split
         require_dir(self.root, f"the {self.name} root")
         self.planning_quarantine: list[QuarantineItem] = []
@@ -81,9 +82,7 @@ class Source(ABC):
     def inside(self, path: Path) -> bool:
         """Whether ``path`` stays under the raw root lexically (no ``..`` escape, no absolute
         replacement). Symlinks the user put inside the root are followed deliberately."""
-        root = os.path.normpath(os.path.abspath(self.root))
-        target = os.path.normpath(os.path.abspath(path))
-        return target == root or target.startswith(root + os.sep)
+        return is_within(path, self.root)
 
     def fingerprint(self) -> str:
         meta = json.dumps(self.metadata_files, sort_keys=True)
@@ -112,7 +111,7 @@ class Source(ABC):
     def quarantine(
         self, reason: str, unit: str, source: Path | str, message: str, **ids: Any
     ) -> QuarantineItem:
-        src = self.rel(source) if isinstance(source, Path) else source
+        src = source if isinstance(source, str) else self.rel(source)
         return QuarantineItem(reason=reason, unit=unit, source=src, message=message, **ids)
 
     def read_label_maps(

@@ -18,6 +18,7 @@ from typing import Any
 
 from refsam.data.decode import open_image
 from refsam.errors import DataError
+from refsam.storage import AnyPath, is_remote, object_listing
 
 
 class DupDict(dict):
@@ -97,8 +98,11 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def tree_fingerprint(paths: list[Path], root: Path) -> str:
-    """sha256 over (relative path, size, mtime_ns) of every file under ``paths`` (sorted)."""
+def tree_fingerprint(paths: list[AnyPath], root: AnyPath) -> str:
+    """sha256 over (relative path, size, mtime_ns) of every file under ``paths`` (sorted);
+    on an object store (relative key, size, ETag)."""
+    if is_remote(root):
+        return hashlib.sha256("\n".join(object_listing(paths, root)).encode()).hexdigest()
     prefix = len(str(root)) + 1
     entries: list[str] = []
     stack = [str(p) for p in paths]

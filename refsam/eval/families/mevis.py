@@ -27,6 +27,7 @@ from refsam.eval.io import read_png_stack
 from refsam.eval.layouts import decode_coco_rle, frame_paths, progress, read_json, require_dir
 from refsam.eval.prediction_layout import ExpressionLayout
 from refsam.eval.protocols import ProtocolResult
+from refsam.storage import as_path
 
 log = logging.getLogger(__name__)
 LAYOUT = ExpressionLayout()
@@ -90,9 +91,9 @@ def iter_mevis(pred: Path, gt: Path) -> Iterator[protocols.ExpressionItem]:
 
 def score_mevis(pred: Path, gt: Path) -> ProtocolResult:
     """MeViS from folders (``valid_u`` or held-out ``valid``)."""
-    require_dir(Path(gt), "ground-truth split")
-    require_dir(Path(pred), "prediction")
-    return protocols.mevis(iter_mevis(Path(pred), Path(gt)))
+    require_dir(as_path(gt), "ground-truth split")
+    require_dir(as_path(pred), "prediction")
+    return protocols.mevis(iter_mevis(as_path(pred), as_path(gt)))
 
 
 def _score_folder(pred: Path, gt: Path, options: FolderOptions) -> ProtocolResult:

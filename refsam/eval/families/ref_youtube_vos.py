@@ -24,6 +24,7 @@ from refsam.eval.io import read_png_stack
 from refsam.eval.layouts import frame_paths, progress, read_json, require_dir
 from refsam.eval.prediction_layout import ExpressionLayout
 from refsam.eval.protocols import ProtocolResult
+from refsam.storage import as_path
 
 log = logging.getLogger(__name__)
 LAYOUT = ExpressionLayout(prefix="Annotations")
@@ -58,10 +59,10 @@ def iter_ytvos(pred: Path, gt: Path, meta_file: Path) -> Iterator[protocols.Expr
 
 def score_ytvos(pred: Path, gt: Path, meta: Path | None = None) -> ProtocolResult:
     """Ref-YouTube-VOS local scoring; ``meta`` defaults to ``gt/meta_expressions.json``."""
-    require_dir(Path(gt), "ground-truth")
-    require_dir(Path(pred), "prediction")
-    meta_file = Path(meta) if meta is not None else Path(gt) / "meta_expressions.json"
-    return protocols.ytvos(iter_ytvos(Path(pred), Path(gt), meta_file))
+    require_dir(as_path(gt), "ground-truth")
+    require_dir(as_path(pred), "prediction")
+    meta_file = as_path(meta) if meta is not None else as_path(gt) / "meta_expressions.json"
+    return protocols.ytvos(iter_ytvos(as_path(pred), as_path(gt), meta_file))
 
 
 def _score_folder(pred: Path, gt: Path, options: FolderOptions) -> ProtocolResult:

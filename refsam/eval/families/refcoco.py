@@ -33,6 +33,7 @@ from refsam.eval.io import list_pngs, read_png
 from refsam.eval.layouts import progress, require_dir
 from refsam.eval.prediction_layout import SentenceLayout
 from refsam.eval.protocols import ProtocolResult
+from refsam.storage import as_path
 
 if TYPE_CHECKING:
     from refsam.eval.predictor import FramePrediction
@@ -60,9 +61,9 @@ def iter_refcoco(pred: Path, gt: Path) -> Iterator[protocols.SentenceItem]:
 
 def score_refcoco(pred: Path, gt: Path) -> ProtocolResult:
     """RefCOCO family from ``<sent_id>.png`` folders."""
-    require_dir(Path(gt), "ground-truth")
-    require_dir(Path(pred), "prediction")
-    return protocols.refcoco(iter_refcoco(Path(pred), Path(gt)))
+    require_dir(as_path(gt), "ground-truth")
+    require_dir(as_path(pred), "prediction")
+    return protocols.refcoco(iter_refcoco(as_path(pred), as_path(gt)))
 
 
 def _score_folder(pred: Path, gt: Path, options: FolderOptions) -> ProtocolResult:
