@@ -82,6 +82,7 @@ format: setup
 bench: setup
 	@set -e; for b in bench/[!_]*.py; do echo "==> $$b"; $(PY) $$b --quick; done
 	@echo "==> bench/loader.py --real-size"; $(PY) bench/loader.py --real-size --quick
+	@echo "==> bench/loader.py --url local"; $(PY) bench/loader.py --url local --quick
 
 clean:
 	rm -rf datasets/demo outputs mlruns .prefect .pytest_cache

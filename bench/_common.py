@@ -16,14 +16,21 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def parse_args(description: str, flags: dict[str, str] | None = None) -> argparse.Namespace:
-    """``--quick`` (default) / ``--full``, plus a benchmark's own on/off ``flags``."""
+def parse_args(
+    description: str,
+    flags: dict[str, str] | None = None,
+    options: dict[str, str] | None = None,
+) -> argparse.Namespace:
+    """``--quick`` (default) / ``--full``, plus a benchmark's own on/off ``flags`` and
+    valued ``options`` (``--name VALUE``, default None)."""
     parser = argparse.ArgumentParser(description=description)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", default=True, help="small sizes (default)")
     size.add_argument("--full", action="store_true", help="bigger sizes")
     for flag, text in (flags or {}).items():
         parser.add_argument(flag, action="store_true", help=text)
+    for option, text in (options or {}).items():
+        parser.add_argument(option, default=None, help=text)
     return parser.parse_args()
 
 

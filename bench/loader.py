@@ -8,6 +8,8 @@ opens the JPEG and palette-PNG files of the chosen frames. Both sides pick the s
 dataset larger than RAM) and "warm" (files cached). Goal: shards ÷ raw ≥ 1.3.
 Data: Ref-YouTube-VOS train of the small demo (96×160 frames).
 ``--real-size``: the same at a real frame size (bench/_loader_real_size.py).
+``--url s3://bucket/prefix`` (or ``--url local``: a local S3 server is started): the same
+shards streamed from an object store ÷ read from local disk (bench/_loader_url.py).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ IMG_SIZE, FRAMES, BATCH, REPEATS = 128, 3, 8, 5
 REAL_SIZE_HELP = (
     "real frame size instead: 1280x720 JPEGs decoded, augmented and resized to 1024 px; frames/s "
     "per worker process, shards vs raw folders, peak RSS, decode/resize variants"
+)
+
+URL_HELP = (
+    "stream the shards from this object-store prefix (s3://bucket/prefix; AWS_ENDPOINT_URL and "
+    "credentials from the environment), or 'local' to start a local S3 server: clips/s from the "
+    "bucket / from local disk, peak RSS over epochs"
 )
 
 
@@ -157,8 +165,15 @@ def rss_over_epochs(shard_dir: Path, epochs: int) -> list[float]:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], flags={"--real-size": REAL_SIZE_HELP})
+    args = parse_args(
+        __doc__.splitlines()[0], flags={"--real-size": REAL_SIZE_HELP}, options={"--url": URL_HELP}
+    )
     torch.set_num_threads(1)
+    if args.url:
+        from _loader_url import url_main
+
+        url_main(args.url, full=bool(args.full), shard_clips=shard_clips)
+        return
     if args.real_size:
         from _loader_real_size import real_size_main
 
