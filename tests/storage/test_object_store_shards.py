@@ -80,6 +80,15 @@ def test_ingest_to_a_bucket_writes_the_local_bytes_and_readers_stream_them(
     ours, theirs = batches(url, workers=2), batches(tmp_path, workers=2)
     assert [b.meta for b in ours] == [b.meta for b in theirs] and ours
     assert all(torch.equal(a.frames, b.frames) for a, b in zip(ours, theirs, strict=True))
+
+    # exact resume from the bucket: skipping the batches a killed run consumed
+    def resumed(root, skip: int) -> list:
+        dirs = [as_path(root) / "refcocog" / "train"]
+        return list(build_train_loader(dirs, img_size=32, frames_per_clip=2, batch_size=2,
+                                       seed=3, epoch=1, skip=skip))  # fmt: skip
+
+    whole = resumed(tmp_path, 0)
+    assert [b.meta for b in resumed(url, 3)] == [b.meta for b in whole[3:]] and whole[3:]
     remote_videos = list(iter_eval_videos(as_path(url) / "ref-davis17" / "valid"))
     local_videos = list(iter_eval_videos(tmp_path / "ref-davis17" / "valid"))
     assert [(v.video, v.jpeg_bytes) for v in remote_videos] == [
@@ -241,3 +250,16 @@ def test_score_reads_ground_truth_and_predictions_from_a_bucket(
     missing = main(["score", "--pred", str(tmp_path / "pred"), "--gt", f"s3://{bucket}/nothing",
                     "--protocol", "mevis"])  # fmt: skip
     assert missing == 2 and f"s3://{bucket}/nothing" in capsys.readouterr().err
+
+
+def test_a_shard_gone_from_the_bucket_fails_after_bounded_retries_naming_it(
+    s3, demo_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = as_path(f"s3://{s3.new_bucket()}/shards")
+    ingest(*COCOG[:2], demo_root / "raw" / COCOG[2], url, shard_size=2, progress=False)
+    shard_dir = url / "refcocog" / "train"
+    loader = build_train_loader([shard_dir], img_size=32, frames_per_clip=1, batch_size=2, seed=0)
+    (shard_dir / "shard-000001.tar").unlink()  # after the loader listed it
+    with pytest.raises(OSError, match=r"gave up after 4 attempts.*shard-000001\.tar"):
+        list(loader)
+    assert sum("retry" in r.getMessage() for r in caplog.records) == 3
