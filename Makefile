@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 # The pipeline's ephemeral Prefect keeps its state in the project (unless PREFECT_HOME is set).
 PREFECT_LOCAL := PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect}
 
-.PHONY: setup demo demo-data ablation test test-fast lint format bench screenshots clean
+.PHONY: setup demo demo-data demo-cluster ablation test test-fast lint format bench screenshots clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ demo: demo-data
 	@echo "==> retrain flow: ingest (cached) -> train -> evaluate -> champion"
 	$(PREFECT_LOCAL) $(VENV)/bin/refsam pipeline --config configs/demo-tiny-cpu.yaml
 	@echo "==> demo finished"
+
+# The nightly deployment once against local stand-ins of a team's services (S3 server,
+# MLflow server with artifacts in the bucket, Prefect server + process worker, Dask
+# cluster), all started and stopped here (flows/cluster.py; logs in .cluster/logs).
+demo-cluster: demo-data
+	$(PY) -m flows.cluster --config $${CLUSTER_CONFIG:-configs/demo-tiny-cpu.yaml}
 
 # Ablation of the dense path, the track token and the temporal path on the tiny demo model:
 # one pipeline run per step and seed into one MLflow experiment, then the seed-averaged
