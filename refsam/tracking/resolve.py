@@ -25,9 +25,13 @@ from refsam.tracking.registry import TAG_CHECKPOINT
 from refsam.tracking.store import read_client
 
 
-def _download_from(root: str, path: str, what: str) -> Path:
+def _download_from(client: MlflowClient, root: str, path: str, what: str) -> Path:
+    """Download ``path`` under artifact root ``root``. The repository gets the client's
+    tracking URI: a server's proxied root (``mlflow-artifacts:/…``) is resolved against
+    it, not against the process-wide default (which ``tracking.uri`` does not set)."""
     try:
-        local = get_artifact_repository(root).download_artifacts(path)
+        repository = get_artifact_repository(root, tracking_uri=client.tracking_uri)
+        local = repository.download_artifacts(path)
     except (MlflowException, OSError) as exc:
         raise UserError(f"{what}: artifact {path!r} not found ({exc})") from None
     local_path = Path(local)
@@ -47,7 +51,7 @@ def _model_download(client: MlflowClient, model_id: str, path: str) -> Path:
         model = client.get_logged_model(model_id)
     except MlflowException:
         raise UserError(f"logged model {model_id!r} not found in {client.tracking_uri}") from None
-    return _download_from(model.artifact_location, path, f"logged model {model_id}")
+    return _download_from(client, model.artifact_location, path, f"logged model {model_id}")
 
 
 def _download(client: MlflowClient, run_id: str, path: str) -> Path:
@@ -55,7 +59,7 @@ def _download(client: MlflowClient, run_id: str, path: str) -> Path:
         run = client.get_run(run_id)
     except MlflowException:
         raise UserError(f"MLflow run {run_id!r} not found in {client.tracking_uri}") from None
-    return _download_from(run.info.artifact_uri, path, f"run {run_id}")
+    return _download_from(client, run.info.artifact_uri, path, f"run {run_id}")
 
 
 def _model_version(client: MlflowClient, spec: str) -> ModelVersion:
