@@ -27,15 +27,22 @@ class S3Server:
         """The variables a client process needs (merge into a subprocess environment)."""
         return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
 
-    def new_bucket(self, prefix: str = "refsam") -> str:
-        """Create an empty bucket with a unique name; returns its name."""
+    def client(self):  # noqa: ANN201 (a boto3 S3 client)
+        """A boto3 S3 client of this server, with the static credentials."""
         import boto3
 
+        return boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials())
+
+    def new_bucket(self, prefix: str = "refsam") -> str:
+        """Create an empty bucket with a unique name; returns its name."""
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials()).create_bucket(
-            Bucket=name
-        )
+        self.client().create_bucket(Bucket=name)
         return name
+
+    def keys(self, bucket: str) -> list[str]:
+        """Every object key in ``bucket``."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
 def _boto_credentials() -> dict[str, str]:
