@@ -138,17 +138,22 @@ def s3_client_env(endpoint: str) -> dict[str, str]:
     return {**S3_TEST_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
 
 
-def create_bucket(endpoint: str, name: str) -> str:
-    """Create bucket ``name`` on ``endpoint`` (no error when it exists); returns ``s3://name``."""
+def s3_client(endpoint: str):  # noqa: ANN201 (a boto3 S3 client)
+    """A boto3 S3 client of the local server at ``endpoint`` (static credentials)."""
     import boto3
 
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         region_name=S3_TEST_CREDENTIALS["AWS_DEFAULT_REGION"],
     )
+
+
+def create_bucket(endpoint: str, name: str) -> str:
+    """Create bucket ``name`` on ``endpoint`` (no error when it exists); returns ``s3://name``."""
+    client = s3_client(endpoint)
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=name)
     return f"s3://{name}"

@@ -11,11 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "refsam-test",
-    "AWS_SECRET_ACCESS_KEY": "refsam-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+from refsam.services import s3_client, s3_client_env
 
 
 @dataclass(frozen=True)
@@ -25,25 +21,22 @@ class S3Server:
     @property
     def env(self) -> dict[str, str]:
         """The variables a client process needs (merge into a subprocess environment)."""
-        return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
+        return s3_client_env(self.endpoint)
+
+    def client(self):  # noqa: ANN201 (a boto3 S3 client)
+        """A boto3 S3 client of this server, with the static credentials."""
+        return s3_client(self.endpoint)
 
     def new_bucket(self, prefix: str = "refsam") -> str:
         """Create an empty bucket with a unique name; returns its name."""
-        import boto3
-
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials()).create_bucket(
-            Bucket=name
-        )
+        self.client().create_bucket(Bucket=name)
         return name
 
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
-    }
+    def keys(self, bucket: str) -> list[str]:
+        """Every object key in ``bucket``."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
 @contextlib.contextmanager

@@ -82,16 +82,31 @@ def format_summary(outcome: Any, example: tuple[str, str] | None = None) -> str:
         )
         lines.append(f"champion: {'PROMOTED' if d.promoted else 'kept'} — {d.reason}")
     lines += ["", "next:"]
+    server = _server_uri(outcome.tracking_uri)
     if outcome.ui_command:
-        lines.append(f"  open the MLflow UI:  {outcome.ui_command}   (then http://127.0.0.1:5000)")
-    checkpoint = (d.champion_checkpoint if d is not None else None) or t.checkpoint
+        then = "" if server else "   (then http://127.0.0.1:5000)"
+        lines.append(f"  open the MLflow UI:  {outcome.ui_command}{then}")
+    champion_uri = d.champion_uri if d is not None else None
+    if server and champion_uri:  # the checkpoint stays on the server until predict asks
+        source = f"MLFLOW_TRACKING_URI={server} .venv/bin/refsam predict --model {champion_uri}"
+    else:
+        checkpoint = (d.champion_checkpoint if d is not None else None) or t.checkpoint
+        source = f".venv/bin/refsam predict --checkpoint {checkpoint}"
     video, text = example or ("<frames folder or video file>", "<expression>")
     lines.append(
-        f"  predict on a video ({(d.champion_uri if d is not None else None) or 'this run'}):\n"
-        f"    .venv/bin/refsam predict --checkpoint {checkpoint} --video {video} "
-        f'--text "{text}" --out outputs/predict'
+        f"  predict on a video ({champion_uri or 'this run'}):\n"
+        f'    {source} --video {video} --text "{text}" --out outputs/predict'
     )
     return "\n".join(lines)
+
+
+def _server_uri(uri: str | None) -> str | None:
+    """``uri`` if it names a tracking server (``http(s)://``), else None."""
+    if uri is None:
+        return None
+    from refsam.tracking.store import is_server
+
+    return uri if is_server(uri) else None
 
 
 def predict_example(cfg: RefSAMConfig) -> tuple[str, str] | None:

@@ -32,6 +32,7 @@ from refsam.tracking.registry import (
     register_checkpoint,
 )
 from refsam.tracking.resolve import resolve_model_uri
+from refsam.tracking.store import is_server, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class ChampionDecision:
     manifest_hash: str | None = None
     model_url: str | None = None
     champion_uri: str | None = None
+    # the champion's checkpoint file in a local store; None for a tracking server (its
+    # artifacts are remote: `--model champion_uri` downloads them when needed)
     champion_checkpoint: str | None = None
 
 
@@ -134,9 +137,12 @@ def decide_champion(
     decision = promote(cfg, version, value, digest, current)
     log.info("champion decision: %s", decision.reason)
     champion_uri = f"models:/{cfg.tracking.registered_model}@{cfg.tracking.champion_alias}"
+    local = not is_server(tracking_uri(cfg.tracking))
     return ChampionDecision(
         champion_uri=champion_uri,
-        champion_checkpoint=str(resolve_model_uri(champion_uri, tracking=cfg.tracking)),
+        champion_checkpoint=(
+            str(resolve_model_uri(champion_uri, tracking=cfg.tracking)) if local else None
+        ),
         selection=cfg.eval.selection,
         promoted=decision.promoted,
         reason=decision.reason,

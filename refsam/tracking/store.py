@@ -4,7 +4,9 @@ Default store (ARCHITECTURE.md): ``sqlite:///<project>/mlruns/mlflow.db`` with a
 under ``<project>/mlruns/artifacts/<experiment>/``. ``TrackingConfig.uri`` wins over the
 ``MLFLOW_TRACKING_URI`` environment variable, which wins over the default. For any sqlite
 store the artifacts go next to the database (``<db dir>/artifacts``); a tracking server
-(``http(s)://``) chooses its own artifact root.
+(``http(s)://``) chooses its own artifact root (e.g. an S3 bucket it proxies, so clients
+need no storage credentials), and is checked to answer before its first use
+(:func:`check_server`).
 
 Everything here takes explicit URIs and returns :class:`mlflow.MlflowClient` objects:
 MLflow's fluent "active run" is thread-local and Prefect runs tasks in other threads.
@@ -13,10 +15,16 @@ MLflow's fluent "active run" is thread-local and Prefect runs tasks in other thr
 from __future__ import annotations
 
 import functools
+import http.client
 import logging
 import os
 import re
+import ssl
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -34,6 +42,13 @@ _SQLITE = "sqlite:///"
 # GenAI views ("custom_model_development" is MLflow 3's value for classic ML training).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# A tracking server that does not answer: a few short tries (seconds), not MLflow's own
+# request retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES, minutes), which are for a server
+# that was there and blinked.
+SERVER_SCHEMES = ("http", "https")
+PROBE_TRIES = 3
+PROBE_TIMEOUT_S = 5.0
+PROBE_PAUSE_S = 1.0
 
 
 def tracking_uri(cfg: TrackingConfig | None = None, project_root: Path | None = None) -> str:
@@ -66,11 +81,45 @@ def artifact_root(uri: str) -> Path | None:
     return db.parent / ARTIFACTS_DIR if db is not None else None
 
 
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` names a tracking server (``http(s)://…``), not a local store."""
+    return urlsplit(uri).scheme in SERVER_SCHEMES
+
+
+def check_server(uri: str, *, tries: int = PROBE_TRIES, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """A :class:`UserError` naming ``uri`` when nothing answers HTTP there (refused, no
+    such host, timeout), after ``tries`` short tries. Any HTTP answer counts, even 401 or
+    404, and so does a TLS handshake error: authentication, paths and certificates are
+    for MLflow's own settings to handle."""
+    url = uri.rstrip("/") + "/health"  # MLflow's unauthenticated liveness route
+    why: object = None
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(PROBE_PAUSE_S * attempt)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s):
+                return
+        except urllib.error.HTTPError:
+            return
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLError):
+                return
+            why = exc.reason
+        except (OSError, http.client.HTTPException) as exc:
+            why = exc
+    raise UserError(
+        f"no MLflow tracking server answers at {uri} ({why}): start it (mlflow server …) or "
+        "point tracking.uri / MLFLOW_TRACKING_URI at a running one"
+    )
+
+
 @functools.lru_cache(maxsize=16)
 def _client(uri: str) -> MlflowClient:
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+    if is_server(uri):
+        check_server(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -10,17 +10,13 @@ or when screenshots are asked for, and is skipped elsewhere, with the reason.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.servers import mlflow_process
 
 CHROMIUM = os.environ.get("REFSAM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,7 +35,6 @@ CLOSED_ASSISTANT = (
     "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
     "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
 )
-UI_START_S = 180  # `mlflow ui` takes ~30 s to answer on a busy 2-core machine
 
 
 def missing_browser() -> str | None:
@@ -70,67 +65,12 @@ def require_browser(required: bool = False) -> None:
     pytest.skip(f"MLflow UI browser test: {reason}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGTERM the process group, then SIGKILL; always reaps."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        if process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @contextmanager
 def mlflow_ui(backend_uri: str, artifact_root: Path, log: Path) -> Iterator[str]:
     """``mlflow ui`` on a free loopback port, as the README starts it; yields its base URL."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "ui",
-        "--backend-store-uri",
-        backend_uri,
-        "--default-artifact-root",
-        str(artifact_root),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + UI_START_S
-            while True:
-                assert process.poll() is None, f"mlflow ui exited:\n{log.read_text()[-3000:]}"
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, f"mlflow ui did not answer in {UI_START_S} s"
-                time.sleep(1)
-            yield base
-        finally:
-            _stop(process)
+    options = ["--backend-store-uri", backend_uri, "--default-artifact-root", str(artifact_root)]
+    with mlflow_process("ui", options, log) as base:
+        yield base
 
 
 @contextmanager

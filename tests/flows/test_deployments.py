@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ import pytest
 import yaml
 
 from refsam.config import TrackingConfig
+from refsam.services import free_port, stop, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -31,28 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 EXPECTED = {"ingest": "ingest", "train": "train", "evaluate": "evaluate", "nightly": "retrain"}
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGTERM the process group, then SIGKILL after ``grace_s``; always reaps."""
-    if process.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _api(method: str, url: str, **kwargs) -> httpx.Response:
@@ -85,7 +62,7 @@ def _cli(args: list[str], env: dict[str, str], timeout: float) -> str:
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[subprocess.Popen]]]:
     """A loopback Prefect server with its own PREFECT_HOME; yields (api url, env, processes
     to stop at the end)."""
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
@@ -115,20 +92,11 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[subproces
         )
     ]
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert started[0].poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prefect server did not answer /api/health in 150 s"
-            time.sleep(1)
+        wait_healthy(started[0], f"{api}/health", tmp_path / "server.log", timeout_s=150)
         yield api, env, started
     finally:
         for process in reversed(started):
-            _stop(process)
+            stop(process)
         log.close()
 
 

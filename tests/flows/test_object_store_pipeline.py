@@ -9,7 +9,6 @@ import contextlib
 import io
 from pathlib import Path
 
-import boto3
 import pytest
 
 from refsam.cli import main
@@ -47,7 +46,7 @@ def test_pipeline_with_raw_shards_and_heldout_in_a_bucket(
     prefect_harness: Path, s3, demo_root: Path, tmp_path: Path
 ) -> None:
     bucket = s3.new_bucket()
-    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    client = s3.client()
     for folder in [demo_root / "raw" / name for name in RAW] + [demo_root / "heldout"]:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             key = f"data/{path.relative_to(demo_root)}"

@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 import torch
 
@@ -29,7 +28,7 @@ COCOG = ("refcocog", "train", "coco")
 
 
 def _objects(s3, bucket: str, prefix: str = "") -> dict[str, bytes]:
-    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    client = s3.client()
     found = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
@@ -96,7 +95,7 @@ def test_ingest_to_a_bucket_writes_the_local_bytes_and_readers_stream_them(
     ]
 
     # damage in the bucket: verify names the object, a re-ingest repairs exactly that shard
-    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    client = s3.client()
     key = "refsam/shards/refcocog/train/shard-000001.tar"
     client.put_object(Bucket=bucket, Key=key, Body=remote[key.removeprefix("refsam/shards/")][:-7])
     assert main(["shards", "verify", url]) == 1
