@@ -127,6 +127,12 @@ class StageConfig(_Strict):
     expressions_per_clip: int = Field(
         default=1, gt=0, description="expressions of a video trained on one shared clip"
     )
+    clip_stride: int | None = Field(
+        default=None,
+        gt=0,
+        description="None: an anchor frame and T-1 random neighbours near it; k: T frames k "
+        "apart in order (1 = consecutive, the spacing an online temporal path sees at inference)",
+    )
     lr: float | None = Field(default=None, gt=0, description="None: train.lr")
 
 

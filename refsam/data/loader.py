@@ -51,9 +51,16 @@ def _rng(*keys: Any) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def sample_clip_indices(n_frames: int, frames_per_clip: int, rng: np.random.Generator) -> list[int]:
+def sample_clip_indices(
+    n_frames: int, frames_per_clip: int, rng: np.random.Generator, stride: int | None = None
+) -> list[int]:
     """An anchor frame and T−1 neighbours near it, sorted; repeats when the video is short
-    (a 1-frame image gives [0] × T)."""
+    (a 1-frame image gives [0] × T). With ``stride`` k: T frames k apart from a random start
+    (the last frame repeated when the video is shorter than the span)."""
+    if stride is not None:
+        span = (frames_per_clip - 1) * stride
+        start = int(rng.integers(max(1, n_frames - span)))
+        return [min(start + i * stride, n_frames - 1) for i in range(frames_per_clip)]
     anchor = int(rng.integers(n_frames))
     if frames_per_clip == 1:
         return [anchor]
@@ -162,12 +169,17 @@ def _skip_consumed(skip_batches: int, batch_size: int):
 
 
 def _make_clip(
-    img_size: int, frames_per_clip: int, seed: int, epoch: int, augment: AugmentConfig | None
+    img_size: int,
+    frames_per_clip: int,
+    seed: int,
+    epoch: int,
+    augment: AugmentConfig | None,
+    stride: int | None = None,
 ):
     def make(item: dict[str, Any]) -> dict[str, Any]:
         meta, exps, sample = item["meta"], item["expressions"], item["sample"]
         rng = _rng(seed, epoch, meta["dataset"], meta["split"], meta["video"], exps[0]["exp_id"])
-        indices = sample_clip_indices(len(meta["frame_names"]), frames_per_clip, rng)
+        indices = sample_clip_indices(len(meta["frame_names"]), frames_per_clip, rng, stride)
         height, width = meta["height"], meta["width"]
         objects = {o["id"]: o for o in meta["objects"]}
         void = meta.get("void")
@@ -273,11 +285,13 @@ def build_train_loader(
     num_workers: int = 0,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     expressions_per_clip: int = 1,
+    clip_stride: int | None = None,
 ) -> Iterable[ClipBatch]:
     """One epoch of training batches (see module docstring). ``skip``: batches of this
     epoch a resumed run already consumed. A batch holds ``batch_size`` clips; with
     ``expressions_per_clip`` K > 1 each clip carries up to K expressions of its video
-    (one encoder pass per frame serves them all). Fails clearly when there are fewer non-empty
+    (one encoder pass per frame serves them all); ``clip_stride``: see
+    :func:`sample_clip_indices`. Fails clearly when there are fewer non-empty
     shards than ``world_size × max(1, num_workers)``."""
     urls = _training_shards([as_path(d) for d in shard_dirs])
     needed = world_size * max(1, num_workers)
@@ -294,7 +308,11 @@ def build_train_loader(
         _group_expressions(expressions_per_clip, seed, epoch),
         _seeded_shuffle(shuffle_buffer, seed, epoch, rank),
         _skip_consumed(skip, batch_size),
-        wds.map(_make_clip(img_size, frames_per_clip, seed, epoch, _augment_config(augment))),
+        wds.map(
+            _make_clip(
+                img_size, frames_per_clip, seed, epoch, _augment_config(augment), clip_stride
+            )
+        ),
         wds.batched(batch_size, collation_fn=collate_clips, partial=True),
     )
     if num_workers == 0:

@@ -176,6 +176,7 @@ def dry_run(cfg: RefSAMConfig, resume: Path | str | None = None) -> TrainResult:
             dirs,
             img_size=cfg.data.img_size or model.img_size,
             frames_per_clip=stage.frames_per_clip,
+            clip_stride=stage.clip_stride,
             batch_size=stage.batch_size,
             seed=cfg.train.seed,
             augment=True,

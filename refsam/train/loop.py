@@ -88,6 +88,7 @@ class BatchStream:
     shuffle_buffer: int = 64
     augment: bool | AugmentConfig = True
     expressions_per_clip: int = 1
+    clip_stride: int | None = None
     position: LoaderPosition = field(default_factory=LoaderPosition)
     _iterator: Iterator[ClipBatch] | None = None
 
@@ -106,6 +107,7 @@ class BatchStream:
             num_workers=self.num_workers,
             shuffle_buffer=self.shuffle_buffer,
             expressions_per_clip=self.expressions_per_clip,
+            clip_stride=self.clip_stride,
         )
         return iter(loader)
 

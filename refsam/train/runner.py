@@ -207,6 +207,7 @@ class _Trainer:
             img_size=cfg.data.img_size or self.model.img_size,
             frames_per_clip=stage.frames_per_clip,
             expressions_per_clip=stage.expressions_per_clip,
+            clip_stride=stage.clip_stride,
             augment=cfg.data.augment,
             batch_size=stage.batch_size,
             seed=cfg.train.seed + 1000 * index,

@@ -338,3 +338,21 @@ def test_clip_indices_and_caption_flip() -> None:
     assert sample_clip_indices(1, 4, rng) == [0, 0, 0, 0]
     assert flip_text("the dog on the Left, moving right") == "the dog on the Right, moving left"
     assert flip_text("leftmost LEFT cleft brightness") == "rightmost RIGHT cleft brightness"
+
+
+def test_strided_clips_are_in_order_k_apart_and_reproducible() -> None:
+    for n_frames, frames, stride in ((20, 3, 1), (20, 2, 4), (5, 3, 2), (2, 4, 1), (1, 3, 1)):
+        picks = [
+            sample_clip_indices(n_frames, frames, np.random.default_rng(s), stride)
+            for s in range(30)
+        ]
+        for clip in picks:
+            assert len(clip) == frames and clip == sorted(clip)
+            assert all(0 <= i < n_frames for i in clip)
+            if (frames - 1) * stride < n_frames:  # the span fits: exactly k apart
+                assert all(b - a == stride for a, b in zip(clip, clip[1:], strict=False))
+        if n_frames >= 10:  # the start is random
+            assert len({clip[0] for clip in picks}) > 3
+    assert sample_clip_indices(20, 3, np.random.default_rng(7), 1) == sample_clip_indices(
+        20, 3, np.random.default_rng(7), 1
+    )

@@ -174,18 +174,21 @@ def test_other_shard_size_rewrites_everything_without_duplicates(
     assert len(keys) == len(set(keys)) == summary.videos
 
 
-_SLOW_INGEST = """
+SLOW_INGEST = """
 import sys, time
 from pathlib import Path
 import refsam.data.shards as shards
+from refsam.storage import as_path
 original = shards.write_shard
 def slow(plan, task):
     result = original(plan, task)
     time.sleep(0.4)
     return result
 shards.write_shard = slow
-shards.ingest("refcocog", "train", Path(sys.argv[1]), Path(sys.argv[2]), shard_size=1, progress=False)
+shards.ingest("refcocog", "train", Path(sys.argv[1]), as_path(sys.argv[2]), shard_size=1,
+              progress=False)
 """
+"""A refcocog ingest (argv: raw root, output root or URL) that sleeps after each shard."""
 
 
 @pytest.mark.slow
@@ -194,7 +197,7 @@ def test_sigkill_half_way_then_rerun_is_byte_identical(demo_raw: Path, tmp_path:
     ingest("refcocog", "train", root, tmp_path / "ref", shard_size=1, progress=False)
     out = tmp_path / "killed"
     shard_dir = out / "refcocog" / "train"
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_INGEST, str(root), str(out)])
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_INGEST, str(root), str(out)])
     try:
         deadline = time.monotonic() + 60
         while len(list((shard_dir / STATE_DIR).glob("*.json"))) < 2 and time.monotonic() < deadline:

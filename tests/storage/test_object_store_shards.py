@@ -22,6 +22,7 @@ from refsam.data.lock import output_lock
 from refsam.data.shards import ingest
 from refsam.errors import LockError, UserError
 from refsam.storage import as_path, is_remote
+from tests.data.test_shards import SLOW_INGEST
 
 DAVIS = ("ref-davis17", "valid", "ref-davis")
 COCOG = ("refcocog", "train", "coco")
@@ -140,22 +141,6 @@ def test_object_store_lock_refuses_a_live_owner_and_takes_over_a_dead_one(s3) ->
     assert not (root / ".lock").exists()
 
 
-_SLOW_INGEST = """
-import sys, time
-import refsam.data.shards as shards
-from refsam.storage import as_path
-from pathlib import Path
-original = shards.write_shard
-def slow(plan, task):
-    result = original(plan, task)
-    time.sleep(0.4)
-    return result
-shards.write_shard = slow
-shards.ingest("refcocog", "train", Path(sys.argv[1]), as_path(sys.argv[2]), shard_size=1,
-              progress=False)
-"""
-
-
 @pytest.mark.slow
 def test_sigkill_during_an_ingest_to_the_bucket_then_rerun_is_byte_identical(
     s3, demo_root: Path, tmp_path: Path
@@ -169,7 +154,7 @@ def test_sigkill_during_an_ingest_to_the_bucket_then_rerun_is_byte_identical(
     bucket = s3.new_bucket()
     url = f"s3://{bucket}/shards"
     states = as_path(url) / "refcocog" / "train" / ".state"
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_INGEST, str(raw), url],
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_INGEST, str(raw), url],
                             env={**os.environ, **s3.env})  # fmt: skip
     try:
         deadline = time.monotonic() + 90
