@@ -24,7 +24,7 @@ from ingest import CACHE, demo_small
 from refsam.data.loader import build_train_loader
 from refsam.data.shards import ingest
 from refsam.paths import split_dir
-from refsam.services import create_bucket, s3_client_env, s3_server
+from refsam.services import create_bucket, environment, s3_client_env, s3_server
 from refsam.storage import AnyPath, as_path
 
 REPEATS = 5
@@ -37,14 +37,8 @@ def _bucket(url: str) -> Iterator[str]:
     if url != "local":
         yield url
         return
-    with s3_server(CACHE / "s3-server.log") as server:
-        saved = dict(os.environ)
-        os.environ.update(s3_client_env(server.url))
-        try:
-            yield create_bucket(server.url, "refsam-bench") + "/shards"
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+    with s3_server(CACHE / "s3-server.log") as server, environment(s3_client_env(server.url)):
+        yield create_bucket(server.url, "refsam-bench") + "/shards"
 
 
 def _rss_streaming(

@@ -30,7 +30,15 @@ from typing import Any
 
 from refsam.errors import UserError
 from refsam.paths import DEMO_HELDOUT, DEMO_RAW, project_root
-from refsam.services import BIN, create_bucket, free_port, s3_client_env, s3_server, service
+from refsam.services import (
+    BIN,
+    create_bucket,
+    environment,
+    free_port,
+    s3_client_env,
+    s3_server,
+    service,
+)
 
 BUCKET = "refsam-demo"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -105,7 +113,7 @@ def run_cluster(
         s3 = stack.enter_context(s3_server(logs / "s3.log"))
         env = {**os.environ, **s3_client_env(s3.url), "REFSAM_HOME": str(root)}
         env = {k: v for k, v in env.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
-        os.environ.update(s3_client_env(s3.url))
+        stack.enter_context(environment(s3_client_env(s3.url)))
         bucket = create_bucket(s3.url, BUCKET)
         print(f"==> S3-compatible server {s3.url}, bucket {bucket}")
         counts = {

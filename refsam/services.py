@@ -138,6 +138,27 @@ def s3_client_env(endpoint: str) -> dict[str, str]:
     return {**S3_TEST_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
 
 
+@contextlib.contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set ``variables`` in this process (and its children) for the block, then restore
+    the previous values. fsspec's cached S3 clients are dropped on both ends, so none
+    outlives the endpoint it was made for."""
+    import fsspec
+
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        fsspec.get_filesystem_class("s3").clear_instance_cache()
+
+
 def s3_client(endpoint: str):  # noqa: ANN201 (a boto3 S3 client)
     """A boto3 S3 client of the local server at ``endpoint`` (static credentials)."""
     import boto3

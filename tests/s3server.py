@@ -6,12 +6,11 @@ the environment a user sets for MinIO, Ceph or a real bucket."""
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from refsam.services import s3_client, s3_client_env
+from refsam.services import environment, s3_client, s3_client_env
 
 
 @dataclass(frozen=True)
@@ -55,19 +54,6 @@ def running_s3_server() -> Iterator[S3Server]:
 
 @contextlib.contextmanager
 def client_environment(server: S3Server) -> Iterator[None]:
-    """Set the client variables in this process (and its children) for the block; fsspec's
-    cached S3 filesystems are dropped on both ends so none outlives its endpoint."""
-    import fsspec
-
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    fsspec.get_filesystem_class("s3").clear_instance_cache()
-    try:
+    """Set the client variables in this process (and its children) for the block."""
+    with environment(server.env):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        fsspec.get_filesystem_class("s3").clear_instance_cache()

@@ -26,6 +26,9 @@ import pytest
 import yaml
 
 from refsam.cli import build_parser, main
+from refsam.paths import DEMO_RAW
+from refsam.services import create_bucket
+from refsam.storage import as_path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -45,6 +48,7 @@ PICKS = {
     "evaluate": {"--max-videos": "1"},
     "demo-data": {"--scale": "tiny"},
 }
+BUCKET = "team-data"  # the README's object-store examples' bucket
 TIMINGS: list[str] = []  # wall time of each command run, for -s
 PLACEHOLDERS = {
     "FRAMES_DIR_OR_VIDEO": "datasets/demo/raw/ref-davis/DAVIS/JPEGImages/480p/classic-car"
@@ -241,7 +245,7 @@ def _in_process(words: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[i
 
 @pytest.mark.slow
 def test_readme_commands_run_after_make_demo(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], s3
 ) -> None:
     project = _project(tmp_path)
     for words in make_demo_commands():  # in a process of their own, as make runs them
@@ -249,6 +253,9 @@ def test_readme_commands_run_after_make_demo(
         assert done.returncode == 0, f"make demo: refsam {shlex.join(words)}\n{done.stderr[-3000:]}"
     latest = project / "outputs" / "demo-tiny-cpu-latest"
     assert latest.is_symlink() and (latest / "checkpoints" / "best.pt").is_file()
+    # the README's bucket (s3://team-data) on the tests' S3 server, holding the demo raw data
+    create_bucket(s3.endpoint, BUCKET)
+    as_path(f"s3://{BUCKET}").fs.put(str(project / DEMO_RAW), f"{BUCKET}/raw", recursive=True)
     monkeypatch.chdir(project)
     monkeypatch.setenv("REFSAM_HOME", str(project))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
