@@ -38,6 +38,7 @@ from refsam.services import (
     s3_client_env,
     s3_server,
     service,
+    stop,
 )
 
 BUCKET = "refsam-demo"
@@ -199,8 +200,6 @@ def _dask_workers(scheduler: str, env: dict[str, str], cwd: Path, logs: Path):
     both joined the scheduler."""
     from distributed import Client
 
-    from refsam.services import stop
-
     with (logs / "dask-worker.log").open("w") as handle:
         process = subprocess.Popen(
             [str(BIN / "dask"), "worker", scheduler, "--nworkers", "2", "--nthreads", "1",
@@ -220,7 +219,7 @@ def _report(tracking: str, bucket: str, api: str, workdir: Path) -> None:
     from refsam.storage import as_path
 
     for prefix in ("shards", "mlflow"):
-        found = [p for p in as_path(f"{bucket}/{prefix}").fs.find(f"{BUCKET}/{prefix}")]
+        found = as_path(f"{bucket}/{prefix}").fs.find(f"{BUCKET}/{prefix}")
         print(f"    {bucket}/{prefix}: {len(found)} objects")
     print(f"    MLflow UI: {tracking}   (runs, eval runs, registry: model 'refsam' @champion)")
     print(f"    Prefect UI: {api.removesuffix('/api')}   logs: {workdir / 'logs'}")
