@@ -94,9 +94,10 @@ class ModelConfig(_Strict):
     dense_path: Literal["none", "sentence", "dense_attention", "hierarchical"] = "hierarchical"
     tracking: bool = True
     adapters: bool = True
-    temporal: Literal["none", "window"] = Field(
+    temporal: Literal["none", "window", "flow"] = Field(
         default="none",
-        description="none: the paper's RefSAM; window: online motion window (MODEL.md)",
+        description="none: the paper's RefSAM; window: online motion window; flow: the window"
+        " plus block-matched pixel motion (MODEL.md)",
     )
     temporal_window: int = Field(
         default=2, ge=2, le=8, description="frames the motion window sees, the current included"

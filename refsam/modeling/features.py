@@ -18,12 +18,16 @@ class ImageFeatures:
     ``embedding`` B×C×h×w (SAM's neck output); ``intermediates`` the encoder levels used by
     the hierarchical dense attention, each B×h×w×D (empty for the other dense paths);
     ``patches`` the patch embedding B×h×w×D (before position embedding and blocks: the
-    level the motion window compares across frames; None when nothing needs it).
+    level the motion window compares across frames; None when nothing needs it); ``pixels``
+    the normalised input at the pixel-motion resolution B×3×H'×W' and ``motion`` the pixel
+    motion since the frame before B×3×h×w (both ``temporal: flow`` only).
     """
 
     embedding: torch.Tensor
     intermediates: list[torch.Tensor] = field(default_factory=list)
     patches: torch.Tensor | None = None
+    pixels: torch.Tensor | None = None
+    motion: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -41,14 +45,19 @@ class ImageFeatures:
         if isinstance(rows, int):
             rows = slice(rows, rows + 1)
         if isinstance(rows, slice):
-            patches = None if self.patches is None else self.patches[rows]
             return ImageFeatures(
-                self.embedding[rows], [x[rows] for x in self.intermediates], patches
+                self.embedding[rows],
+                [x[rows] for x in self.intermediates],
+                None if self.patches is None else self.patches[rows],
+                None if self.pixels is None else self.pixels[rows],
+                None if self.motion is None else self.motion[rows],
             )
         return ImageFeatures(
             self.embedding.index_select(0, rows),
             [x.index_select(0, rows) for x in self.intermediates],
             None if self.patches is None else self.patches.index_select(0, rows),
+            None if self.pixels is None else self.pixels.index_select(0, rows),
+            None if self.motion is None else self.motion.index_select(0, rows),
         )
 
 

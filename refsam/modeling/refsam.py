@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from refsam.errors import ConfigError
 from refsam.modeling.adapters import attach_adapters
@@ -27,7 +28,7 @@ from refsam.modeling.hierarchical_dense_attention import DenseAttention, Hierarc
 from refsam.modeling.mask_decoder import TokenMaskDecoder
 from refsam.modeling.preprocess import normalize_and_pad, upscale_logits
 from refsam.modeling.sam import build_image_encoder, build_prompt_encoder, decoder_kwargs
-from refsam.modeling.temporal import FrameWindow, MotionWindow
+from refsam.modeling.temporal import PIXELS_PER_CELL, FrameWindow, MotionWindow
 from refsam.modeling.text_encoder import TextEncoder
 from refsam.modeling.tracking import ImplicitTrackingModule
 from refsam.modeling.variants import VariantSpec
@@ -35,7 +36,8 @@ from refsam.modeling.variants import VariantSpec
 log = logging.getLogger(__name__)
 
 DensePath = Literal["none", "sentence", "dense_attention", "hierarchical"]
-TemporalPath = Literal["none", "window"]
+TemporalPath = Literal["none", "window", "flow"]
+PIXEL_RADIUS = 3  # temporal: flow matches displacements up to 3 px of its pixel level
 
 
 class RefSAM(ParameterGroups, nn.Module):
@@ -57,11 +59,12 @@ class RefSAM(ParameterGroups, nn.Module):
     ) -> None:
         """``text_encoder=None`` (with ``text_width``) builds a model that cannot encode text:
         only for counting parameters. ``temporal="window"`` adds the online
-        :class:`~refsam.modeling.temporal.MotionWindow` over ``temporal_window`` frames."""
+        :class:`~refsam.modeling.temporal.MotionWindow` over ``temporal_window`` frames;
+        ``"flow"`` the same window with its pixel level (block-matched motion) on."""
         super().__init__()
         if dense_path not in ("none", "sentence", "dense_attention", "hierarchical"):
             raise ConfigError(f"model.dense_path: unknown value {dense_path!r}")
-        if temporal not in ("none", "window"):
+        if temporal not in ("none", "window", "flow"):
             raise ConfigError(f"model.temporal: unknown value {temporal!r}")
         self.spec = spec
         self.img_size = spec.img_size
@@ -100,8 +103,14 @@ class RefSAM(ParameterGroups, nn.Module):
             ImplicitTrackingModule(dim=dim, num_heads=spec.tracking_heads) if tracking else None
         )
         self.temporal = (
-            MotionWindow(dim=dim, patch_dim=spec.embed_dim, window=temporal_window)
-            if temporal == "window"
+            MotionWindow(
+                dim=dim,
+                patch_dim=spec.embed_dim,
+                window=temporal_window,
+                pixel_radius=PIXEL_RADIUS if temporal == "flow" else None,
+                text_dim=width,
+            )
+            if temporal != "none"
             else None
         )
         self._warned_single = False
@@ -133,7 +142,8 @@ class RefSAM(ParameterGroups, nn.Module):
     def project_text(self, raw: TextFeatures) -> TextFeatures:
         """The text encoder's features → prompt space (the Cross-Modal MLP)."""
         words = self.cross_modal_mlp(raw.words) * raw.mask.unsqueeze(-1)
-        return TextFeatures(words=words, sentence=self.cross_modal_mlp(raw.sentence), mask=raw.mask)
+        sentence = self.cross_modal_mlp(raw.sentence)
+        return TextFeatures(words=words, sentence=sentence, mask=raw.mask, encoder_words=raw.words)
 
     def encode_image(
         self, frames: torch.Tensor, input_sizes: torch.Tensor | None = None
@@ -145,6 +155,9 @@ class RefSAM(ParameterGroups, nn.Module):
         keep the intermediate levels the hierarchical dense attention needs.
         """
         x = normalize_and_pad(frames.to(self.device), self.img_size, input_sizes)
+        pixels = None
+        if self.temporal is not None and self.temporal.pixel_radius:
+            pixels = F.avg_pool2d(x, self.spec.patch_size // PIXELS_PER_CELL)
         encoder = self.image_encoder
         x = encoder.patch_embed(x)
         patches = x if self.temporal is not None else None
@@ -153,7 +166,7 @@ class RefSAM(ParameterGroups, nn.Module):
         x, intermediates = run_blocks(
             encoder, x, self.levels, checkpointing=self.activation_checkpointing
         )
-        return ImageFeatures(encoder.neck(x.permute(0, 3, 1, 2)), intermediates, patches)
+        return ImageFeatures(encoder.neck(x.permute(0, 3, 1, 2)), intermediates, patches, pixels)
 
     def init_track_state(self, batch_size: int) -> TrackState:
         """Frame-0 state: the learned initial track token B×C (None without tracking)."""
@@ -174,11 +187,31 @@ class RefSAM(ParameterGroups, nn.Module):
             return image, window
         if image.patches is None:
             raise ValueError("the motion window needs the patch level: encode_image keeps it")
-        fused, window = self.temporal.step(image.embedding, image.patches, window)
-        return ImageFeatures(fused, image.intermediates, image.patches), window
+        current = (image.embedding, image.patches, image.pixels)
+        fused, motion, window = self.temporal.step(current, window)
+        return ImageFeatures(
+            fused, image.intermediates, image.patches, image.pixels, motion
+        ), window
 
-    def dense_prompt(self, image: ImageFeatures, text: TextFeatures) -> torch.Tensor:
-        """Dense prompt embedding B×C×h×w: SAM's no-mask embedding plus the dense path."""
+    def motion_terms(
+        self, image: ImageFeatures, text: TextFeatures
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``temporal: flow``: the text-conditioned motion terms of a frame (dense-prompt term
+        B×C×h×w, mask-logit bias B×1×h×w); None for the other paths."""
+        if image.motion is None or self.temporal is None or self.temporal.grounding is None:
+            return None
+        if text.encoder_words is None:
+            raise ValueError("temporal: flow needs the text encoder's words: use project_text")
+        return self.temporal.grounding(image.motion, text.encoder_words, text.mask)
+
+    def dense_prompt(
+        self,
+        image: ImageFeatures,
+        text: TextFeatures,
+        motion: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Dense prompt embedding B×C×h×w: SAM's no-mask embedding plus the dense path
+        (plus the motion term of :meth:`motion_terms`)."""
         batch = text.words.shape[0]
         channels, height, width = image.embedding.shape[1:]
         base = self.prompt_encoder.no_mask_embed.weight.view(1, channels, 1, 1)
@@ -194,6 +227,8 @@ class RefSAM(ParameterGroups, nn.Module):
                 extra = self.dense(image.embedding, tokens, mask)
             else:
                 extra = self.dense(image.embedding, image.intermediates, tokens, mask)
+        if motion is not None:
+            extra = extra + motion[0]
         return (base + extra).expand(batch, channels, height, width)
 
     def decode(
@@ -210,7 +245,8 @@ class RefSAM(ParameterGroups, nn.Module):
         batch = text.words.shape[0]
         if image.batch_size not in (1, batch):
             raise ValueError(f"image batch {image.batch_size} does not match text batch {batch}")
-        dense = self.dense_prompt(image, text)
+        motion = self.motion_terms(image, text)
+        dense = self.dense_prompt(image, text, motion)
         image_pe = self.prompt_encoder.get_dense_pe()
         shared = image.batch_size == 1
         decoder_image = image.embedding if shared else torch.zeros_like(image.embedding[:1])
@@ -231,7 +267,12 @@ class RefSAM(ParameterGroups, nn.Module):
             ious.append(iou)
             tokens.append(out[:, 1])
         inverse = torch.argsort(torch.tensor(order, device=dense.device))
-        logits = upscale_logits(torch.cat(masks)[inverse], self.img_size)
+        low_res = torch.cat(masks)[inverse]
+        if motion is not None:
+            low_res = low_res + F.interpolate(
+                motion[1], size=low_res.shape[-2:], mode="bilinear", align_corners=False
+            )
+        logits = upscale_logits(low_res, self.img_size)
         iou_scores = torch.cat(ious)[inverse]
         next_state = state
         if self.tracking is not None:

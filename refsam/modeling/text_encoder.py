@@ -30,11 +30,14 @@ T5_TYPES = ("t5", "mt5", "umt5")
 @dataclass
 class TextFeatures:
     """Encoded texts. ``words`` B×L×Ct (zeros at padding), ``sentence`` B×Ct (mean over real
-    tokens), ``mask`` B×L bool (True = real token)."""
+    tokens), ``mask`` B×L bool (True = real token). After the Cross-Modal MLP (C = prompt
+    space), ``encoder_words`` keeps the text encoder's own word features B×L×Ct: the
+    motion grounding reads them, because the trained MLP folds "left" onto "right"."""
 
     words: torch.Tensor
     sentence: torch.Tensor
     mask: torch.Tensor
+    encoder_words: torch.Tensor | None = None
 
     @property
     def lengths(self) -> list[int]:
