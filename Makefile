@@ -45,9 +45,10 @@ demo-cluster: demo-data
 # one pipeline run per step and seed into one MLflow experiment, then the seed-averaged
 # table (mean ± sd [min–max] per eval set and expression subset). A step is a dense_path
 # (none|sentence|dense_attention|hierarchical); "-notrack" turns model.tracking off,
-# "-window" turns the motion window on (model.temporal=window; otherwise temporal=none).
-# e.g. make ablation ABLATION_STEPS="hierarchical hierarchical-window" ABLATION_SEEDS="0 1 2 3"
-ABLATION_STEPS ?= sentence dense_attention hierarchical hierarchical-notrack hierarchical-window
+# "-window" turns the motion window on (model.temporal=window), "-flow" the window with its
+# block-matched pixel motion (model.temporal=flow); otherwise temporal=none.
+# e.g. make ablation ABLATION_STEPS="hierarchical hierarchical-flow" ABLATION_SEEDS="0 1 2 3"
+ABLATION_STEPS ?= sentence dense_attention hierarchical hierarchical-notrack hierarchical-window hierarchical-flow
 ABLATION_SEEDS ?= 0
 ABLATION_CONFIG ?= configs/demo-tiny-cpu.yaml
 ABLATION_EXPERIMENT ?= refsam-ablation
@@ -57,7 +58,7 @@ ablation: demo-data
 	@set -e; for seed in $(ABLATION_SEEDS); do for step in $(ABLATION_STEPS); do \
 	  path=$${step%%-*}; track=true; temporal=none; \
 	  case "$$step" in *-notrack*) track=false;; esac; \
-	  case "$$step" in *-window*) temporal=window;; esac; \
+	  case "$$step" in *-window*) temporal=window;; *-flow*) temporal=flow;; esac; \
 	  echo "==> ablation step $$step seed $$seed: model.dense_path=$$path model.tracking=$$track model.temporal=$$temporal"; \
 	  $(PREFECT_LOCAL) $(VENV)/bin/refsam pipeline --config $(ABLATION_CONFIG) \
 	    --set model.dense_path=$$path --set model.tracking=$$track --set model.temporal=$$temporal \
