@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch.multiprocessing as mp
 
 from refsam.config import RefSAMConfig, config_from_dict
 from refsam.errors import DataError
+from refsam.services import free_port
 from refsam.train.distributed import DistEnv, init_distributed, wrap_model
 from refsam.train.loop import BatchStream
 
@@ -20,12 +20,6 @@ STAGES = (
     "train.stages=[{name: pre, datasets: [{dataset: refcoco, split: train}], steps: 2, batch_size: 2, frames_per_clip: 1},"
     " {name: fine, datasets: [{dataset: ref-youtube-vos, split: train}], steps: 2, batch_size: 1, frames_per_clip: 2}]"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, cfg_json: dict, out: str) -> None:
@@ -73,7 +67,7 @@ def test_two_process_gloo_training_stays_in_sync(
     out = tmp_path / "ranks"
     out.mkdir()
     mp.start_processes(
-        _worker, args=(2, _free_port(), cfg.model_dump(mode="json"), str(out)), nprocs=2,
+        _worker, args=(2, free_port(), cfg.model_dump(mode="json"), str(out)), nprocs=2,
         join=True, start_method="spawn",
     )  # fmt: skip
     rank0 = torch.load(out / "rank0.pt", weights_only=True)
@@ -159,7 +153,7 @@ def test_evaluation_split_over_two_gloo_ranks_equals_one_process(
     ranks = tmp_path / "ranks"
     mp.start_processes(
         _eval_worker,
-        args=(2, _free_port(), str(checkpoint), str(shards), str(heldout), str(ranks)),
+        args=(2, free_port(), str(checkpoint), str(shards), str(heldout), str(ranks)),
         nprocs=2, join=True, start_method="spawn",
     )  # fmt: skip
     for dataset, split in EVAL_SETS:
