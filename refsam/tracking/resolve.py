@@ -3,8 +3,9 @@
 Accepted: ``models:/<name>@<alias>`` (e.g. ``models:/refsam@champion``),
 ``models:/<name>/<version>``, ``models:/<name>/latest``, ``runs:/<run id>/<path>`` and a
 plain file path. With a local artifact store the returned path points into it (no
-copy); remote artifacts are downloaded to a temporary folder. Only reads: a sqlite store
-that does not exist is a :class:`UserError`, never created.
+copy); remote artifacts are downloaded to a temporary folder (``refsam-model-*``) that is
+removed when the process exits (:func:`download_dir`). Only reads: a sqlite store that does
+not exist is a :class:`UserError`, never created.
 
 A version registered from an MLflow 3 logged model (``models:/<model id>``) holds its
 checkpoint in the logged model's artifacts; an older one in its run's artifacts.
@@ -12,17 +13,29 @@ checkpoint in the logged model's artifacts; an older one in its run's artifacts.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
 from refsam.config import TrackingConfig
 from refsam.errors import UserError
 from refsam.tracking.registry import TAG_CHECKPOINT
 from refsam.tracking.store import read_client
+
+
+def download_dir() -> Path:
+    """A new temporary folder for a remote model's files, removed when the process exits
+    (a CLI call or a flow run resolves a model once; nothing piles up in the temp dir)."""
+    folder = Path(tempfile.mkdtemp(prefix="refsam-model-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def _download_from(client: MlflowClient, root: str, path: str, what: str) -> Path:
@@ -31,7 +44,10 @@ def _download_from(client: MlflowClient, root: str, path: str, what: str) -> Pat
     it, not against the process-wide default (which ``tracking.uri`` does not set)."""
     try:
         repository = get_artifact_repository(root, tracking_uri=client.tracking_uri)
-        local = repository.download_artifacts(path)
+        if isinstance(repository, LocalArtifactRepository):
+            local = repository.download_artifacts(path)  # the store's own file, no copy
+        else:
+            local = repository.download_artifacts(path, dst_path=str(download_dir()))
     except (MlflowException, OSError) as exc:
         raise UserError(f"{what}: artifact {path!r} not found ({exc})") from None
     local_path = Path(local)

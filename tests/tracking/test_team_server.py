@@ -140,6 +140,7 @@ def test_pipeline_and_predict_against_a_team_server(
     assert version.run_id == train.info.run_id
     champion = resolve_model_uri("models:/refsam@champion", tracking=tracking)  # downloaded
     assert file_sha256(champion) == version.tags["checkpoint.sha256"]
+    assert any(part.startswith("refsam-model-") for part in champion.parts)  # removed at exit
 
     keys = team_server.s3.keys(team_server.bucket)  # the test's S3 credentials
     model_id = version.source.removeprefix("models:/")
