@@ -68,7 +68,7 @@ def _metrics(
         heldout=root / "demo" / "heldout", device="cpu", threshold=threshold, overlays=0,
         progress=False, **kwargs,
     )  # fmt: skip
-    return {key: float(value) for key, value in result.metrics.items()}
+    return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
 
 
 def _jf(model: torch.nn.Module, root: Path, dataset: str, out: Path, **kwargs: object) -> float:
