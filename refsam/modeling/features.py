@@ -44,20 +44,19 @@ class ImageFeatures:
         """
         if isinstance(rows, int):
             rows = slice(rows, rows + 1)
-        if isinstance(rows, slice):
-            return ImageFeatures(
-                self.embedding[rows],
-                [x[rows] for x in self.intermediates],
-                None if self.patches is None else self.patches[rows],
-                None if self.pixels is None else self.pixels[rows],
-                None if self.motion is None else self.motion[rows],
-            )
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            return x[rows] if isinstance(rows, slice) else x.index_select(0, rows)
+
+        def maybe(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else take(x)
+
         return ImageFeatures(
-            self.embedding.index_select(0, rows),
-            [x.index_select(0, rows) for x in self.intermediates],
-            None if self.patches is None else self.patches.index_select(0, rows),
-            None if self.pixels is None else self.pixels.index_select(0, rows),
-            None if self.motion is None else self.motion.index_select(0, rows),
+            take(self.embedding),
+            [take(x) for x in self.intermediates],
+            maybe(self.patches),
+            maybe(self.pixels),
+            maybe(self.motion),
         )
 
 
